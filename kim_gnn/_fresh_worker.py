@@ -1,0 +1,55 @@
+"""Run a converted model on a list of structures in a fresh interpreter.
+
+Started by ``verify`` as ``python -m kim_gnn._fresh_worker jobs.pkl out.pkl``.
+torch keeps its default settings (default dtype float32, as in the C++
+driver), and the architecture packages are made unimportable: the converted
+model must stand on its own, as it does inside the driver.
+"""
+
+import importlib.abc
+import pickle
+import sys
+
+BLOCKED = ("nequip", "e3nn", "mace", "allegro", "torch_geometric")
+
+
+class _Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked: a converted model must run without it")
+        return None
+
+
+def main(job_file: str, out_file: str) -> int:
+    sys.meta_path.insert(0, _Blocker())
+    from ase import Atoms
+
+    from kim_gnn.errors import KimGnnError
+    from kim_gnn.executor import StagedExecutor
+
+    with open(job_file, "rb") as fh:
+        payload = pickle.load(fh)
+    executors = {}
+    results = []
+    jobs = payload["jobs"]
+    for k, job in enumerate(jobs):
+        print(f"progress: [{k + 1}/{len(jobs)}] {job['name']}", file=sys.stderr, flush=True)
+        try:
+            skin = float(job.get("skin", 0.0))
+            if skin not in executors:
+                executors[skin] = StagedExecutor(payload["model"], skin=skin)
+            atoms = Atoms(numbers=job["numbers"], positions=job["positions"], cell=job["cell"], pbc=job["pbc"])
+            r = executors[skin].run(atoms)
+            results.append({
+                "energy": r.energy, "energies": r.energies, "forces": r.forces, "stress": r.stress,
+                "num_particles": r.num_particles, "num_edges": list(r.num_edges),
+            })
+        except KimGnnError as exc:
+            results.append({"error": str(exc)})
+    with open(out_file, "wb") as fh:
+        pickle.dump(results, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,148 @@
+"""Run a converted model the way the TorchML driver runs it.
+
+load -> ``eval()`` -> ``torch.jit.freeze`` -> ``forward`` with the driver's
+L + 3 positional inputs and dtypes -> energy = sum of element 0 ->
+forces = -d(energy)/d(coordinates) by ``backward()`` ("Return Forces False").
+Padding forces are folded back onto the atoms they are images of; stress is
+``-sum_p F_p (x) x_p / V`` over all particles, as ASE does for KIM models.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import contract
+from .contract import StagedModelSpec
+from .errors import KimGnnError
+from .graphs import StagedGraphs, build_staged_graphs
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class StagedResult:
+    energy: float
+    energies: np.ndarray  # [n_atoms] per contributing atom
+    forces: np.ndarray  # [n_atoms, 3], padding forces folded in
+    stress: Optional[np.ndarray]  # [3, 3] in eV/A^3 (ASE sign), None without a cell volume
+    num_particles: int
+    num_edges: Sequence[int]
+
+
+def resolve_model_file(path: PathLike) -> str:
+    """A converted model is either a ``.pt`` file or a KIM portable model
+    directory holding one (named in its ``.param`` file)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        params = [f for f in os.listdir(path) if f.endswith(".param")]
+        if len(params) != 1:
+            raise KimGnnError(f"{path} is not a KIM portable model directory: expected one .param file, found {len(params)}")
+        with open(os.path.join(path, params[0])) as fh:
+            parsed = contract.parse_param_file(fh.read())
+        path = os.path.join(path, str(parsed["model_file"]))
+    if not os.path.isfile(path):
+        raise KimGnnError(f"no such model file: {path}")
+    return path
+
+
+def read_spec(path: PathLike) -> StagedModelSpec:
+    """The kim_gnn metadata of a converted model, without freezing it."""
+    model_file = resolve_model_file(path)
+    extra = contract.empty_extra_files()
+    try:
+        torch.jit.load(model_file, map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({str(exc).splitlines()[0][:200]})") from None
+    return StagedModelSpec.from_extra_files(extra)
+
+
+def load_staged_model(path: PathLike, device: str = "cpu"):
+    """Load a converted model as the driver does; returns (module, spec)."""
+    model_file = resolve_model_file(path)
+    extra = contract.empty_extra_files()
+    try:
+        module = torch.jit.load(model_file, map_location=device, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces
+        raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({str(exc).splitlines()[0][:200]})") from None
+    spec = StagedModelSpec.from_extra_files(extra)
+    module.eval()
+    try:
+        module = torch.jit.freeze(module)
+    except Exception as exc:
+        raise KimGnnError(f"{model_file} cannot be frozen as the driver freezes it ({str(exc).splitlines()[0][:200]})") from None
+    return module, spec
+
+
+def _torch_inputs(graphs: StagedGraphs, device: str):
+    species = torch.as_tensor(graphs.species, dtype=contract.SPECIES_DTYPE, device=device)
+    coordinates = torch.tensor(graphs.positions, dtype=contract.COORDINATES_DTYPE, device=device, requires_grad=True)
+    edges = [torch.as_tensor(e, dtype=contract.EDGE_INDEX_DTYPE, device=device).contiguous() for e in graphs.edge_index]
+    contributions = torch.as_tensor(graphs.contributions, dtype=contract.CONTRIBUTIONS_DTYPE, device=device)
+    return species, coordinates, edges, contributions
+
+
+def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[float] = None, device: str = "cpu") -> StagedResult:
+    """One driver call on prepared staged graphs."""
+    species, coordinates, edges, contributions = _torch_inputs(graphs, device)
+    out = module(species, coordinates, *edges, contributions)
+    energy_tensor = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(energy_tensor, torch.Tensor) or energy_tensor.dtype != contract.OUTPUT_DTYPE:
+        raise KimGnnError("converted model broke the contract: its energy output is not a float64 tensor")
+    if energy_tensor.dim() == 0:
+        raise KimGnnError("converted model broke the contract: its energy output is 0-dimensional")
+    energy = energy_tensor.sum()
+    energy.backward()
+    grad = coordinates.grad
+    forces_all = np.zeros_like(graphs.positions) if grad is None else -grad.detach().cpu().numpy()
+
+    real = graphs.image_of >= 0
+    forces = np.zeros((n_atoms, 3))
+    np.add.at(forces, graphs.image_of[real], forces_all[real])
+
+    per_particle = energy_tensor.detach().cpu().numpy().reshape(-1)
+    if per_particle.shape[0] == graphs.num_particles:
+        energies = per_particle[: graphs.num_contributing].copy()
+    else:
+        energies = np.full(n_atoms, np.nan)
+
+    stress = None
+    if volume is not None and volume > 0:
+        virial = np.einsum("pi,pj->ij", forces_all[real], graphs.positions[real])
+        stress = -0.5 * (virial + virial.T) / volume
+    return StagedResult(
+        energy=float(energy.detach()),
+        energies=energies,
+        forces=forces,
+        stress=stress,
+        num_particles=graphs.num_particles,
+        num_edges=[int(e.shape[1]) for e in graphs.edge_index],
+    )
+
+
+def cell_volume(atoms) -> Optional[float]:
+    """Volume for the stress, where the structure is periodic along all three axes."""
+    if not np.all(atoms.pbc):
+        return None
+    return float(abs(np.linalg.det(atoms.cell.array)))
+
+
+class StagedExecutor:
+    """A loaded converted model plus what it needs to build its inputs."""
+
+    def __init__(self, model: PathLike, device: str = "cpu", skin: float = 0.0):
+        self.path = resolve_model_file(model)
+        self.module, self.spec = load_staged_model(self.path, device)
+        self.device = device
+        self.skin = float(skin)
+
+    def build_graphs(self, atoms) -> StagedGraphs:
+        return build_staged_graphs(atoms, self.spec.species, self.spec.cutoff, self.spec.num_layers, self.skin)
+
+    def run(self, atoms) -> StagedResult:
+        graphs = self.build_graphs(atoms)
+        return run_on_graphs(self.module, graphs, len(atoms), cell_volume(atoms), self.device)

@@ -1,0 +1,49 @@
+"""Write a converted model as a KIM portable model directory (contract.py)."""
+
+import os
+import shutil
+import tempfile
+
+from . import contract
+from .errors import KimGnnError
+
+
+def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DRIVER_NAME, force: bool = False) -> str:
+    """Write ``CMakeLists.txt``, ``file.param`` and ``model.pt`` into
+    ``out_dir``, whose base name is the KIM item name.
+
+    The directory appears complete or not at all: everything is written into
+    a temporary sibling that is renamed into place at the end. An existing
+    directory is replaced only with ``force=True``.
+    """
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    item_name = contract.validate_item_name(os.path.basename(out_dir.rstrip(os.sep)))
+    contract.validate_driver_name(driver_name)
+    spec = getattr(staged, "kim_gnn_spec", None)
+    if spec is None:
+        raise KimGnnError("the model to export carries no kim-gnn spec: convert it with kim_gnn first")
+    if os.path.exists(out_dir) and not force:
+        raise KimGnnError(f"{out_dir} already exists; pass --force (force=True) to replace it")
+    parent = os.path.dirname(out_dir)
+    if not os.path.isdir(parent):
+        raise KimGnnError(f"parent directory {parent} does not exist")
+
+    tmp = tempfile.mkdtemp(prefix=f".{item_name}.", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an installed item is read by others
+    try:
+        staged.save(os.path.join(tmp, contract.MODEL_FILE_NAME))
+        with open(os.path.join(tmp, contract.PARAM_FILE_NAME), "w") as fh:
+            fh.write(contract.render_param_file(spec, contract.MODEL_FILE_NAME))
+        with open(os.path.join(tmp, "CMakeLists.txt"), "w") as fh:
+            fh.write(contract.render_cmakelists(item_name, driver_name))
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{item_name}.old.", dir=parent)
+            os.rename(out_dir, os.path.join(old, "item"))
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

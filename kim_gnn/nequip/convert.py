@@ -1,0 +1,344 @@
+"""Recognise a NequIP 0.5.x / 0.6.x ``deployed.pth`` and rewrite it as a
+staged KIM model.
+
+The adapter accepts exactly the module tree that ``nequip-deploy build``
+writes for the default energy models and refuses anything else by name:
+
+    GraphModel (0.6; absent in 0.5)
+      RescaleOutput (zero or more; global scale, local shifts only)
+        StressOutput | GradientOutput | ForceOutput
+          SequentialGraphNetwork:
+            OneHotAtomEncoding, SphericalHarmonicEdgeAttrs,
+            RadialBasisEdgeEncoding, AtomwiseLinear,
+            ConvNetLayer(InteractionBlock) x L,
+            AtomwiseLinear x 2, PerSpeciesScaleShift?,
+            ZBL | LennardJones | SimpleLennardJones?,
+            AtomwiseReduce(sum)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from .. import contract
+from .._version import __version__
+from ..contract import StagedModelSpec
+from ..errors import KimGnnError, UnsupportedModelError
+from .staged import StagedNequIP
+
+METADATA_KEYS = (
+    "nequip_version", "torch_version", "e3nn_version", "r_max", "n_species", "type_names",
+    "default_dtype", "model_dtype", "allow_tf32", "_jit_bailout_depth", "_jit_fusion_strategy", "config",
+)
+
+GRADIENT_WRAPPERS = ("StressOutput", "GradientOutput", "ForceOutput")
+NODE_ENCODERS = ("OneHotAtomEncoding", "AtomwiseLinear")
+EDGE_ENCODERS = ("SphericalHarmonicEdgeAttrs", "RadialBasisEdgeEncoding")
+READOUT_MODULES = ("AtomwiseLinear", "PerSpeciesScaleShift")
+PAIR_POTENTIALS = ("ZBL", "LennardJones", "SimpleLennardJones")
+ENERGY_KEYS = ("total_energy", "atomic_energy")
+# Inputs a local model may read; anything else (charges, spins, fields) is per-structure data.
+LOCAL_INPUT_FIELDS = {"pos", "edge_index", "edge_cell_shift", "cell", "batch", "ptr", "atom_types"}
+SUPPORTED_VERSIONS = ("0.5.", "0.6.")
+
+
+@dataclass
+class NequIPModelInfo:
+    path: str
+    sha256: str
+    metadata: Dict[str, str]
+    nequip_version: str
+    r_max: float
+    type_names: List[str]
+    species: List[str]
+    num_layers: int
+    model_dtype: torch.dtype
+    default_dtype: torch.dtype
+    num_parameters: int
+    config: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def influence_distance(self) -> float:
+        return self.r_max * self.num_layers
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dtype(name: str, default: torch.dtype) -> torch.dtype:
+    name = (name or "").strip().replace("torch.", "")
+    if not name:
+        return default
+    if name not in ("float32", "float64"):
+        raise UnsupportedModelError(f"unsupported dtype {name!r} in the model metadata")
+    return getattr(torch, name)
+
+
+def _parse_config(text: str) -> Dict[str, object]:
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    # nequip dumps Python tuples and objects with tags; their values are enough.
+    def _any(loader, suffix, node):
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node)
+        return loader.construct_scalar(node)
+
+    _Loader.add_multi_constructor("tag:yaml.org,2002:python/", _any)
+    try:
+        loaded = yaml.load(text, Loader=_Loader) if text else {}
+    except yaml.YAMLError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def load_deployed(path) -> Tuple[torch.jit.ScriptModule, Dict[str, str]]:
+    """Load a ``deployed.pth`` with its metadata, or fail with a clear message."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise KimGnnError(f"no such file: {path}")
+    extra = {k: "" for k in METADATA_KEYS}
+    try:
+        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise KimGnnError(f"{path} is not a TorchScript file that torch can load ({first})") from None
+    metadata = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
+    if not metadata.get("nequip_version"):
+        raise UnsupportedModelError(f"{path} is TorchScript but not a NequIP deployed model (no nequip_version metadata)")
+    return module, metadata
+
+
+def _chemical_species(type_names: List[str], config: Dict[str, object]) -> List[str]:
+    """KIM species are chemical symbols. NequIP type names usually are; when
+    they are not, the config's type -> symbol map says what they stand for."""
+    from ase.data import chemical_symbols
+
+    valid = set(chemical_symbols[1:])
+    if all(t in valid for t in type_names):
+        return list(type_names)
+    mapping = config.get("type_to_chemical_symbol") or {}
+    if isinstance(mapping, dict) and mapping:
+        symbols = [str(mapping.get(i, mapping.get(str(i), ""))) for i in range(len(type_names))]
+        if all(s in valid for s in symbols) and len(set(symbols)) == len(symbols):
+            return symbols
+    raise UnsupportedModelError(
+        f"model type names {' '.join(type_names)} are not distinct chemical symbols, and its config maps them to "
+        "no distinct elements; KIM identifies species by chemical symbol"
+    )
+
+
+def _original_name(module) -> str:
+    return getattr(module, "original_name", type(module).__name__)
+
+
+def _unwrap(module) -> Tuple[object, List[object], object, torch.dtype]:
+    """GraphModel -> RescaleOutput* -> gradient wrapper -> SequentialGraphNetwork."""
+    model_dtype: Optional[torch.dtype] = None
+    outer = module
+    if _original_name(outer) == "GraphModel":
+        fields = set(getattr(outer, "model_input_fields", []))
+        extra = sorted(fields - LOCAL_INPUT_FIELDS)
+        if extra:
+            raise UnsupportedModelError(
+                f"GraphModel takes per-structure input field(s) {', '.join(extra)}: not a local model, cannot be staged"
+            )
+        code = getattr(outer, "model_dtype", None)
+        if isinstance(code, torch.dtype):
+            model_dtype = code
+        outer = outer.model
+    rescales = []
+    while _original_name(outer) == "RescaleOutput":
+        rescales.append(outer)
+        outer = outer.model
+    if _original_name(outer) not in GRADIENT_WRAPPERS:
+        raise UnsupportedModelError(
+            f"unsupported module {_original_name(outer)!r} where NequIP puts its force/stress output "
+            f"(expected one of {', '.join(GRADIENT_WRAPPERS)})"
+        )
+    func = outer.func
+    if _original_name(func) != "SequentialGraphNetwork":
+        raise UnsupportedModelError(f"unsupported energy model {_original_name(func)!r} (expected SequentialGraphNetwork)")
+    return func, rescales[::-1], outer, model_dtype
+
+
+def _rescale_factors(rescales, energy_field: str) -> Tuple[List[float], List[float]]:
+    scales, shifts = [], []
+    for r in rescales:
+        scale_keys = set(r.scale_keys) if r.has_scale else set()
+        shift_keys = set(r.shift_keys) if r.has_shift else set()
+        if "total_energy" in shift_keys:
+            raise UnsupportedModelError(
+                "RescaleOutput shifts total_energy by a global per-structure constant (global_rescale_shift): "
+                "not size-extensive and not local, cannot be staged; retrain with per_species_rescale_shifts instead"
+            )
+        energy_scaled = {k for k in scale_keys if k in ENERGY_KEYS or k == energy_field}
+        if energy_scaled and not {"total_energy", energy_field} <= scale_keys:
+            raise UnsupportedModelError(
+                f"RescaleOutput scales {sorted(energy_scaled)} but not both total_energy and {energy_field}: "
+                "per-atom energies would not sum to the total"
+            )
+        if energy_scaled and "forces" not in scale_keys:
+            raise UnsupportedModelError("RescaleOutput scales the energy but not the forces: forces are not -dE/dx")
+        other_shifts = shift_keys - {energy_field}
+        if other_shifts:
+            raise UnsupportedModelError(f"RescaleOutput shifts {sorted(other_shifts)}: not supported")
+        scales.append(float(r.scale_by.item()) if energy_scaled else 1.0)
+        shifts.append(float(r.shift_by.item()) if energy_field in shift_keys else 0.0)
+    return scales, shifts
+
+
+def _split_network(func) -> Tuple[list, list, list, list, str, List[str]]:
+    """Classify the SequentialGraphNetwork's children; refuse the unknown."""
+    node_encoders, edge_encoders, layers, readout = [], [], [], []
+    pair_styles: List[str] = []
+    children = list(func.named_children())
+    if not children or _original_name(children[-1][1]) != "AtomwiseReduce":
+        raise UnsupportedModelError("the energy model does not end in an AtomwiseReduce energy sum")
+    reduce_name, reduce = children[-1]
+    if reduce.reduce != "sum" or float(reduce.constant) != 1.0:
+        kind = "normalized_sum" if reduce.reduce == "sum" else reduce.reduce
+        raise UnsupportedModelError(
+            f"module {reduce_name!r} reduces per-atom energies with {kind!r}: not a local sum, cannot be staged"
+        )
+    if reduce.out_field != "total_energy":
+        raise UnsupportedModelError(f"module {reduce_name!r} writes {reduce.out_field!r}, not total_energy")
+    energy_field = reduce.field
+
+    for name, child in children[:-1]:
+        kind = _original_name(child)
+        if kind == "ConvNetLayer":
+            conv_kind = _original_name(child.conv)
+            if conv_kind != "InteractionBlock":
+                raise UnsupportedModelError(f"layer {name!r} uses convolution {conv_kind!r}; only InteractionBlock is supported")
+            if readout:
+                raise UnsupportedModelError(f"layer {name!r} comes after the readout: unsupported layout")
+            layers.append(child)
+        elif not layers and kind in NODE_ENCODERS:
+            node_encoders.append(child)
+        elif not layers and kind in EDGE_ENCODERS:
+            edge_encoders.append(child)
+        elif layers and kind in READOUT_MODULES:
+            readout.append(child)
+        elif layers and kind in PAIR_POTENTIALS:
+            readout.append(child)
+            pair_styles.append(kind)
+        else:
+            where = "after" if layers else "before"
+            raise UnsupportedModelError(
+                f"unsupported module {name!r} ({kind}) {where} the message-passing layers: "
+                "kim-gnn cannot prove it local, so it will not convert it"
+            )
+    if not layers:
+        raise UnsupportedModelError("the model has no message-passing (ConvNetLayer) layers")
+    if not edge_encoders:
+        raise UnsupportedModelError("the model has no edge encoders (spherical harmonics / radial basis)")
+    return node_encoders, edge_encoders, layers, readout, energy_field, pair_styles
+
+
+def inspect_nequip(path) -> NequIPModelInfo:
+    """Read what a NequIP deployed model is, without converting it."""
+    module, metadata = load_deployed(path)
+    return _info(os.fspath(path), module, metadata)
+
+
+def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
+    version = metadata["nequip_version"]
+    if not version.startswith(SUPPORTED_VERSIONS):
+        raise UnsupportedModelError(
+            f"{path} was deployed with nequip {version}; this adapter supports nequip 0.5.x and 0.6.x deployed models"
+        )
+    config = _parse_config(metadata.get("config", ""))
+    type_names = metadata.get("type_names", "").split()
+    if not type_names:
+        raise UnsupportedModelError(f"{path} has no type_names metadata")
+    try:
+        r_max = float(metadata["r_max"])
+    except (KeyError, ValueError):
+        raise UnsupportedModelError(f"{path} has no valid r_max metadata") from None
+    default_dtype = _dtype(metadata.get("default_dtype", ""), torch.float64)
+    func, _, _, graph_dtype = _unwrap(module)
+    model_dtype = graph_dtype or _dtype(metadata.get("model_dtype", ""), default_dtype)
+    num_layers = sum(1 for _, c in func.named_children() if _original_name(c) == "ConvNetLayer")
+    return NequIPModelInfo(
+        path=path,
+        sha256=_sha256(path),
+        metadata=metadata,
+        nequip_version=version,
+        r_max=r_max,
+        type_names=type_names,
+        species=_chemical_species(type_names, config),
+        num_layers=num_layers,
+        model_dtype=model_dtype,
+        default_dtype=default_dtype,
+        num_parameters=sum(p.numel() for p in module.parameters()),
+        config=config,
+    )
+
+
+def convert_nequip(path) -> torch.jit.ScriptModule:
+    """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
+    model that follows the TorchML driver contract.
+
+    Returns the scripted module; ``staged.save("model.pt")`` writes it with its
+    provenance (``kim_gnn/*`` extra files). Raises ``UnsupportedModelError``
+    naming the module for anything that cannot be converted exactly.
+    """
+    path = os.fspath(path)
+    module, metadata = load_deployed(path)
+    info = _info(path, module, metadata)
+    func, rescales, _, _ = _unwrap(module)
+    node_encoders, edge_encoders, layers, readout, energy_field, pair_styles = _split_network(func)
+    scales, shifts = _rescale_factors(rescales, energy_field)
+
+    staged = StagedNequIP(
+        node_encoders=node_encoders,
+        edge_encoders=edge_encoders,
+        layers=layers,
+        readout=readout,
+        energy_field=energy_field,
+        rescale_scales=scales,
+        rescale_shifts=shifts,
+        model_dtype=info.model_dtype,
+    )
+    entry = contract.positional_entry_class(info.num_layers)(staged).eval()
+    try:
+        scripted = torch.jit.script(entry)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"the staged NequIP model could not be compiled to TorchScript ({str(exc).strip().splitlines()[0][:200]})"
+        ) from None
+
+    spec = StagedModelSpec(
+        species=info.species,
+        cutoff=info.r_max,
+        num_layers=info.num_layers,
+        model_dtype=str(info.model_dtype).replace("torch.", ""),
+        architecture="nequip",
+        architecture_version=info.nequip_version,
+        kim_gnn_version=__version__,
+        source_file=os.path.basename(path),
+        source_sha256=info.sha256,
+        details={
+            "type_names": " ".join(info.type_names),
+            "pair_potentials": " ".join(pair_styles),
+            "global_scales": " ".join(repr(s) for s in scales),
+            "torch_version": metadata.get("torch_version", ""),
+            "e3nn_version": metadata.get("e3nn_version", ""),
+        },
+    )
+    return contract.attach_spec(scripted, spec)

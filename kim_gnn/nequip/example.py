@@ -1,0 +1,127 @@
+"""Build small seeded NequIP 0.6 ``deployed.pth`` files with random weights.
+
+Used by the built-in example (``kim-gnn example``), the tests and the
+benchmarks. Needs nequip 0.6.x (and e3nn 0.4.4) installed; the rest of
+kim_gnn does not. ``nequip-deploy build --model`` is run in-process, so the
+file is exactly what a user's ``nequip-deploy build`` writes; the per-species
+shifts/scales and the global scale, which a build without training data
+leaves at 0/1, are then set to non-trivial values so that conversion must
+carry them.
+"""
+
+import os
+import tempfile
+import warnings
+from typing import Optional, Sequence
+
+DEFAULT_SPECIES = ("Si",)
+
+
+def example_config(
+    species: Sequence[str] = DEFAULT_SPECIES,
+    num_layers: int = 2,
+    l_max: int = 1,
+    r_max: float = 4.0,
+    num_features: int = 8,
+    model_dtype: str = "float64",
+    zbl: bool = False,
+    seed: int = 0,
+    workdir: str = ".",
+) -> dict:
+    builders = ["SimpleIrrepsConfig", "EnergyModel", "PerSpeciesRescale"]
+    if zbl:
+        builders.append("PairPotentialTerm")
+    builders += ["StressForceOutput", "RescaleEnergyEtc"]
+    config = {
+        "root": os.path.join(workdir, "nequip-root"),
+        "run_name": "kim-gnn-example",
+        "seed": seed,
+        "dataset_seed": seed,
+        "model_builders": builders,
+        "r_max": float(r_max),
+        "num_layers": int(num_layers),
+        "l_max": int(l_max),
+        "parity": True,
+        "num_features": int(num_features),
+        "invariant_layers": 1,
+        "invariant_neurons": 8,
+        "num_basis": 8,
+        "chemical_symbols": list(species),
+        "avg_num_neighbors": 12.0,
+        "per_species_rescale_scales": [1.0] * len(species),
+        "per_species_rescale_shifts": [0.0] * len(species),
+        "global_rescale_scale": 1.0,
+        "default_dtype": "float64",
+        "model_dtype": model_dtype,
+    }
+    if zbl:
+        config["pair_style"] = "ZBL"
+        config["units"] = "metal"
+    return config
+
+
+def build_example_nequip(
+    out_file,
+    species: Sequence[str] = DEFAULT_SPECIES,
+    num_layers: int = 2,
+    l_max: int = 1,
+    r_max: float = 4.0,
+    num_features: int = 8,
+    model_dtype: str = "float64",
+    zbl: bool = False,
+    seed: int = 0,
+    global_scale: Optional[float] = 1.7,
+) -> str:
+    """Write a seeded random NequIP deployed model to ``out_file``; returns its path."""
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 on torch >= 2.6
+    import logging
+
+    import torch
+    import yaml
+
+    try:
+        from nequip.scripts.deploy import main as deploy_main
+    except ImportError as exc:
+        from ..errors import KimGnnError
+
+        raise KimGnnError(f"building the example NequIP model needs nequip 0.6.x installed ({exc})") from None
+
+    out_file = os.fspath(out_file)
+    previous_dtype = torch.get_default_dtype()
+    previous_level = logging.getLogger().level
+    with tempfile.TemporaryDirectory(prefix="kim-gnn-nequip-") as tmp:
+        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp)
+        config_file = os.path.join(tmp, "config.yaml")
+        with open(config_file, "w") as fh:
+            yaml.safe_dump(config, fh)
+        built = os.path.join(tmp, "deployed.pth")
+        torch.manual_seed(seed)
+        try:
+            with warnings.catch_warnings():
+                # nequip/e3nn/TorchScript chatter about torch versions and annotations
+                warnings.simplefilter("ignore")
+                deploy_main(["--verbose", "WARNING", "build", "--model", config_file, built])
+        finally:
+            torch.set_default_dtype(previous_dtype)
+            logging.getLogger().setLevel(previous_level)
+
+        keys = ("nequip_version", "torch_version", "e3nn_version", "r_max", "n_species", "type_names",
+                "default_dtype", "model_dtype", "allow_tf32", "_jit_bailout_depth", "_jit_fusion_strategy",
+                "config", "code_commits")
+        extra = {k: "" for k in keys}
+        model = torch.jit.load(built, _extra_files=extra)
+        generator = torch.Generator().manual_seed(seed + 12345)
+        with torch.no_grad():
+            rescale = model.model
+            if global_scale is not None and bool(rescale.has_scale):
+                rescale.scale_by.fill_(global_scale)
+            per_species = rescale.model.func.per_species_rescale
+            n = int(per_species.shifts.numel())
+            if n:
+                per_species.shifts.copy_(-2.0 - torch.rand(n, generator=generator, dtype=torch.float64))
+            if int(per_species.scales.numel()):
+                per_species.scales.copy_(0.5 + torch.rand(n, generator=generator, dtype=torch.float64))
+        tmp_out = out_file + ".tmp"
+        torch.jit.save(model, tmp_out, _extra_files={k: v for k, v in extra.items() if v})
+        os.replace(tmp_out, out_file)
+    return out_file

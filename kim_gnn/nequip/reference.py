@@ -1,0 +1,70 @@
+"""The original NequIP model on the periodic structure, as NequIP runs it.
+
+Nothing of kim_gnn's staged code is used here: the deployed file is called
+with its own inputs (positions, cell, periodic edges with integer cell
+shifts from ASE's neighbor list, as ``nequip.data.AtomicData.from_ase``
+builds them), in the default dtype its metadata names.
+"""
+
+import os
+from typing import Dict
+
+import numpy as np
+import torch
+
+from ..errors import KimGnnError
+from ..graphs import check_structure
+from ..reference import OriginalResult, default_dtype
+from .convert import _dtype, load_deployed
+
+
+class NequIPOriginal:
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.module, self.metadata = load_deployed(self.path)
+        self.module.eval()
+        self.r_max = float(self.metadata["r_max"])
+        self.type_names = self.metadata["type_names"].split()
+        self.default_dtype = _dtype(self.metadata.get("default_dtype", ""), torch.float64)
+
+    def _inputs(self, atoms, symbols) -> Dict[str, torch.Tensor]:
+        from ase.neighborlist import primitive_neighbor_list
+
+        from .convert import _chemical_species, _parse_config
+
+        species = _chemical_species(self.type_names, _parse_config(self.metadata.get("config", "")))
+        unknown = sorted(set(symbols) - set(species))
+        if unknown:
+            raise KimGnnError(f"structure contains species {', '.join(unknown)} that the model does not have")
+        types = np.array([species.index(s) for s in symbols], dtype=np.int64)
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        from ase.geometry import complete_cell
+
+        i, j, shifts = primitive_neighbor_list(
+            "ijS", atoms.pbc, complete_cell(cell), positions, cutoff=self.r_max, self_interaction=True, use_scaled_positions=False
+        )
+        keep = ~((i == j) & np.all(shifts == 0, axis=1))
+        dtype = self.default_dtype
+        return {
+            "pos": torch.tensor(positions, dtype=dtype),
+            "edge_index": torch.tensor(np.stack([i[keep], j[keep]]), dtype=torch.int64),
+            "edge_cell_shift": torch.tensor(shifts[keep], dtype=dtype),
+            "cell": torch.tensor(cell, dtype=dtype),
+            "atom_types": torch.tensor(types).view(-1, 1),
+        }
+
+    def evaluate(self, atoms) -> OriginalResult:
+        check_structure(atoms)
+        with default_dtype(self.default_dtype):
+            data = self._inputs(atoms, atoms.get_chemical_symbols())
+            out = self.module(data)
+        stress = None
+        if np.all(atoms.pbc) and "stress" in out and out["stress"].numel() == 9:
+            stress = out["stress"].detach().double().numpy().reshape(3, 3)
+        return OriginalResult(
+            energy=float(out["total_energy"].detach().double().sum()),
+            energies=out["atomic_energy"].detach().double().numpy().reshape(-1),
+            forces=out["forces"].detach().double().numpy().reshape(-1, 3),
+            stress=stress,
+        )

@@ -1,0 +1,277 @@
+"""Equivalence harness: converted model == original periodic model.
+
+The original side runs the architecture's own model on the periodic
+structure (its own cell, periodic edges and shifts; see each adapter's
+``reference.py``). The converted side runs through the executor exactly as
+the TorchML driver runs it, in a fresh Python process with torch's default
+settings (default dtype float32, as in the C++ driver) in which the
+architecture packages and e3nn cannot be imported.
+"""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .adapters import detect_adapter
+from .errors import KimGnnError
+from .executor import read_spec, resolve_model_file
+from .structures import Case, Expected, battery, property_cases
+
+#: Pass/fail thresholds by model dtype. Energies per atom and per-atom
+#: energies are relative to max(1, |value|); forces and stresses absolute
+#: in eV/A and eV/A^3, relative to max(1, largest component).
+TOLERANCES: Dict[str, Dict[str, float]] = {
+    "float64": {"energy_per_atom": 1e-10, "atomic_energy": 1e-10, "forces": 1e-10, "stress": 1e-10},
+    "float32": {"energy_per_atom": 5e-6, "atomic_energy": 2e-5, "forces": 1e-4, "stress": 1e-5},
+}
+
+
+@dataclass
+class CaseReport:
+    name: str
+    n_atoms: int
+    passed: bool
+    energy_original: Optional[float] = None
+    energy_converted: Optional[float] = None
+    energy_error_per_atom: Optional[float] = None
+    max_force_error: Optional[float] = None
+    max_stress_error: Optional[float] = None
+    max_atomic_energy_error: Optional[float] = None
+    n_particles: Optional[int] = None
+    n_edges: Optional[List[int]] = None
+    notes: str = ""
+    error: Optional[str] = None
+
+
+@dataclass
+class VerificationReport:
+    original: str
+    converted: str
+    architecture: str
+    model_dtype: str
+    tolerances: Dict[str, float]
+    cases: List[CaseReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(c.passed for c in self.cases)
+
+    @property
+    def failures(self) -> List[CaseReport]:
+        return [c for c in self.cases if not c.passed]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def write_json(self, path) -> None:
+        with open(path, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2)
+
+    def summary(self) -> str:
+        def fmt(x):
+            return "-" if x is None else f"{x:.2e}"
+
+        lines = [
+            f"original:  {self.original} ({self.architecture})",
+            f"converted: {self.converted} (model dtype {self.model_dtype})",
+            "tolerances: " + ", ".join(f"{k} {v:g}" for k, v in self.tolerances.items()),
+            f"{'structure':<22} {'atoms':>5} {'particles':>9} {'|dE|/atom':>10} {'max|dF|':>10} {'max|dS|':>10} {'max|de_i|':>10}  result",
+        ]
+        for c in self.cases:
+            result = "ok" if c.passed else ("ERROR: " + c.error if c.error else "FAIL")
+            lines.append(
+                f"{c.name:<22} {c.n_atoms:>5} {c.n_particles if c.n_particles is not None else '-':>9} "
+                f"{fmt(c.energy_error_per_atom):>10} {fmt(c.max_force_error):>10} {fmt(c.max_stress_error):>10} "
+                f"{fmt(c.max_atomic_energy_error):>10}  {result}"
+            )
+        n_fail = len(self.failures)
+        lines.append(
+            f"{'PASSED' if self.passed else 'FAILED'}: {len(self.cases) - n_fail} passed, {n_fail} failed "
+            f"({self.seconds:.1f} s)"
+        )
+        return "\n".join(lines)
+
+
+def _load_user_structures(structures) -> List[Case]:
+    import ase.io
+    from ase import Atoms
+
+    cases = []
+    for k, item in enumerate(structures):
+        if isinstance(item, Atoms):
+            cases.append(Case(f"user_{k}", item.copy()))
+            continue
+        path = os.fspath(item)
+        if not os.path.isfile(path):
+            raise KimGnnError(f"no such structure file: {path}")
+        try:
+            frames = ase.io.read(path, index=":")
+        except Exception as exc:
+            raise KimGnnError(f"cannot read structures from {path} ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+        for f, atoms in enumerate(frames):
+            label = os.path.basename(path) + (f"[{f}]" if len(frames) > 1 else "")
+            cases.append(Case(label, atoms))
+    return cases
+
+
+def run_converted_in_fresh_process(model_file: str, jobs: List[dict], progress: Optional[Callable[[str], None]] = None) -> List[dict]:
+    """Evaluate ``jobs`` with the converted model in a new interpreter with
+    default torch settings; returns one dict (or {'error': ...}) per job."""
+    with tempfile.TemporaryDirectory(prefix="kim-gnn-verify-") as tmp:
+        job_file = os.path.join(tmp, "jobs.pkl")
+        out_file = os.path.join(tmp, "results.pkl")
+        with open(job_file, "wb") as fh:
+            pickle.dump({"model": model_file, "jobs": jobs}, fh)
+        env = dict(os.environ)
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kim_gnn._fresh_worker", job_file, out_file],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        tail: List[str] = []
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            if line.startswith("progress: "):
+                if progress:
+                    progress(line[len("progress: "):])
+            else:
+                tail = (tail + [line])[-20:]
+        proc.wait()
+        if proc.returncode != 0 or not os.path.exists(out_file):
+            raise KimGnnError("the fresh process running the converted model failed:\n" + "\n".join(tail))
+        with open(out_file, "rb") as fh:
+            return pickle.load(fh)
+
+
+def _atoms_job(case: Case) -> dict:
+    a = case.atoms
+    return {
+        "name": case.name,
+        "numbers": np.asarray(a.numbers),
+        "positions": np.asarray(a.positions, dtype=np.float64),
+        "cell": np.asarray(a.cell.array, dtype=np.float64),
+        "pbc": np.asarray(a.pbc, dtype=bool),
+        "skin": case.skin,
+    }
+
+
+def _compare(case: Case, expected: Expected, got: dict, tol: Dict[str, float]) -> CaseReport:
+    n = len(case.atoms)
+    report = CaseReport(name=case.name, n_atoms=n, passed=False, notes=case.notes)
+    report.n_particles = int(got["num_particles"])
+    report.n_edges = [int(e) for e in got["num_edges"]]
+    report.energy_original = float(expected.energy)
+    report.energy_converted = float(got["energy"])
+    de = abs(got["energy"] - expected.energy) / n
+    report.energy_error_per_atom = float(de)
+    ok = de <= tol["energy_per_atom"] * max(1.0, abs(expected.energy) / n)
+
+    forces_scale = max(1.0, float(np.abs(expected.forces).max(initial=0.0)))
+    report.max_force_error = float(np.abs(got["forces"] - expected.forces).max(initial=0.0))
+    ok &= report.max_force_error <= tol["forces"] * forces_scale
+
+    if expected.energies is not None and got["energies"] is not None and np.all(np.isfinite(got["energies"])):
+        err = np.abs(got["energies"] - expected.energies)
+        report.max_atomic_energy_error = float(err.max(initial=0.0))
+        ok &= report.max_atomic_energy_error <= tol["atomic_energy"] * max(1.0, float(np.abs(expected.energies).max(initial=0.0)))
+
+    if expected.stress is not None and got["stress"] is not None:
+        report.max_stress_error = float(np.abs(got["stress"] - expected.stress).max())
+        ok &= report.max_stress_error <= tol["stress"] * max(1.0, float(np.abs(expected.stress).max()))
+    report.passed = bool(ok and np.all(np.isfinite(got["forces"])) and np.isfinite(got["energy"]))
+    return report
+
+
+def verify(
+    original,
+    converted,
+    structures: Optional[Sequence] = None,
+    properties: bool = True,
+    include_builtin: Optional[bool] = None,
+    progress: Optional[Callable[[str], None]] = None,
+    seed: int = 0,
+) -> VerificationReport:
+    """Compare a converted model with the original periodic model.
+
+    ``original``: the file the conversion started from (e.g. ``deployed.pth``).
+    ``converted``: a converted ``model.pt``, a KIM portable model directory,
+    or an in-memory converted module. ``structures``: ASE ``Atoms`` or files
+    ASE reads; without them the built-in battery runs, and ``properties``
+    adds rotation, translation, permutation, supercell and padding checks.
+    """
+    start = time.time()
+    original = os.fspath(original)
+    adapter = detect_adapter(original)
+    reference_model = adapter.original(original)
+
+    with tempfile.TemporaryDirectory(prefix="kim-gnn-converted-") as tmp:
+        if hasattr(converted, "save") and not isinstance(converted, (str, os.PathLike)):
+            model_file = os.path.join(tmp, "model.pt")
+            converted.save(model_file)
+            converted_label = "<in-memory converted model>"
+        else:
+            model_file = resolve_model_file(converted)
+            converted_label = os.fspath(converted)
+        spec = read_spec(model_file)
+        tol = TOLERANCES.get(spec.model_dtype, TOLERANCES["float32"])
+
+        cases: List[Case] = []
+        if include_builtin is None:
+            include_builtin = structures is None
+        if include_builtin:
+            cases += battery(spec.species, spec.cutoff, seed)
+            if properties:
+                cases += property_cases(spec.species, spec.cutoff, seed)
+        if structures:
+            cases += _load_user_structures(structures)
+        if not cases:
+            raise KimGnnError("nothing to verify: no structures")
+
+        report = VerificationReport(
+            original=original, converted=converted_label, architecture=adapter.name,
+            model_dtype=spec.model_dtype, tolerances=tol,
+        )
+
+        # Original side, in this process (no kim_gnn staged code involved).
+        expectations: Dict[int, Optional[Expected]] = {}
+        errors: Dict[int, str] = {}
+        reference_cache: Dict[int, object] = {}
+        for k, case in enumerate(cases):
+            if progress:
+                progress(f"original  [{k + 1}/{len(cases)}] {case.name}")
+            try:
+                key = id(case.reference)
+                if key not in reference_cache:
+                    reference_cache[key] = reference_model.evaluate(case.reference)
+                r = reference_cache[key]
+                e = Expected(r.energy, r.energies, r.forces, r.stress)
+                expectations[k] = case.map_result(e) if case.map_result else e
+            except KimGnnError as exc:
+                errors[k] = f"original model: {exc}"
+
+        # Converted side, in a fresh process.
+        wrapped = None if progress is None else (lambda msg: progress("converted " + msg))
+        results = run_converted_in_fresh_process(model_file, [_atoms_job(c) for c in cases], wrapped)
+
+    for k, (case, got) in enumerate(zip(cases, results)):
+        if k in errors or "error" in got:
+            report.cases.append(CaseReport(
+                name=case.name, n_atoms=len(case.atoms), passed=False, notes=case.notes,
+                error=errors.get(k) or f"converted model: {got['error']}",
+            ))
+            continue
+        report.cases.append(_compare(case, expectations[k], got, tol))
+    report.seconds = time.time() - start
+    return report
