@@ -146,10 +146,25 @@ def _original_name(module) -> str:
     return getattr(module, "original_name", type(module).__name__)
 
 
+def _child(module, name: str):
+    children = dict(module.named_children())
+    if name not in children:
+        raise UnsupportedModelError(
+            f"module {_original_name(module)!r} has no submodule {name!r}: the file is frozen or not a standard "
+            "NequIP model; deploy it unfrozen with `nequip-deploy build`"
+        )
+    return children[name]
+
+
 def _unwrap(module) -> Tuple[object, List[object], object, torch.dtype]:
     """GraphModel -> RescaleOutput* -> gradient wrapper -> SequentialGraphNetwork."""
     model_dtype: Optional[torch.dtype] = None
     outer = module
+    if not list(module.named_children()):
+        raise UnsupportedModelError(
+            "the model is frozen (torch.jit.freeze inlined its module tree), so its layers cannot be restaged; "
+            "convert the unfrozen file that `nequip-deploy build` writes"
+        )
     if _original_name(outer) == "GraphModel":
         fields = set(getattr(outer, "model_input_fields", []))
         extra = sorted(fields - LOCAL_INPUT_FIELDS)
@@ -160,17 +175,17 @@ def _unwrap(module) -> Tuple[object, List[object], object, torch.dtype]:
         code = getattr(outer, "model_dtype", None)
         if isinstance(code, torch.dtype):
             model_dtype = code
-        outer = outer.model
+        outer = _child(outer, "model")
     rescales = []
     while _original_name(outer) == "RescaleOutput":
         rescales.append(outer)
-        outer = outer.model
+        outer = _child(outer, "model")
     if _original_name(outer) not in GRADIENT_WRAPPERS:
         raise UnsupportedModelError(
             f"unsupported module {_original_name(outer)!r} where NequIP puts its force/stress output "
             f"(expected one of {', '.join(GRADIENT_WRAPPERS)})"
         )
-    func = outer.func
+    func = _child(outer, "func")
     if _original_name(func) != "SequentialGraphNetwork":
         raise UnsupportedModelError(f"unsupported energy model {_original_name(func)!r} (expected SequentialGraphNetwork)")
     return func, rescales[::-1], outer, model_dtype
