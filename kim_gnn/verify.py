@@ -23,6 +23,7 @@ import numpy as np
 from .adapters import detect_adapter
 from .errors import KimGnnError
 from .executor import read_spec, resolve_model_file
+from .graphs import check_structure, species_indices
 from .structures import Case, Expected, battery, property_cases
 
 #: Pass/fail thresholds by model dtype. Energies per atom and per-atom
@@ -103,7 +104,9 @@ class VerificationReport:
         return "\n".join(lines)
 
 
-def _load_user_structures(structures) -> List[Case]:
+def _load_user_structures(structures, species: Sequence[str]) -> List[Case]:
+    """Read user structures and refuse, up front and by name, any that no
+    model can be evaluated on (empty, NaN coordinates, unknown species)."""
     import ase.io
     from ase import Atoms
 
@@ -122,6 +125,12 @@ def _load_user_structures(structures) -> List[Case]:
         for f, atoms in enumerate(frames):
             label = os.path.basename(path) + (f"[{f}]" if len(frames) > 1 else "")
             cases.append(Case(label, atoms))
+    for case in cases:
+        try:
+            check_structure(case.atoms)
+            species_indices(case.atoms.get_chemical_symbols(), species)
+        except KimGnnError as exc:
+            raise KimGnnError(f"structure {case.name}: {exc}") from None
     return cases
 
 
@@ -235,7 +244,7 @@ def verify(
             if properties:
                 cases += property_cases(spec.species, spec.cutoff, seed)
         if structures:
-            cases += _load_user_structures(structures)
+            cases += _load_user_structures(structures, spec.species)
         if not cases:
             raise KimGnnError("nothing to verify: no structures")
 
