@@ -45,6 +45,7 @@ ENERGY_KEYS = ("total_energy", "atomic_energy")
 # Inputs a local model may read; anything else (charges, spins, fields) is per-structure data.
 LOCAL_INPUT_FIELDS = {"pos", "edge_index", "edge_cell_shift", "cell", "batch", "ptr", "atom_types"}
 SUPPORTED_VERSIONS = ("0.5.", "0.6.")
+SCALAR_TYPE_CODES = {6: torch.float32, 7: torch.float64}
 
 
 @dataclass
@@ -173,8 +174,8 @@ def _unwrap(module) -> Tuple[object, List[object], object, torch.dtype]:
                 f"GraphModel takes per-structure input field(s) {', '.join(extra)}: not a local model, cannot be staged"
             )
         code = getattr(outer, "model_dtype", None)
-        if isinstance(code, torch.dtype):
-            model_dtype = code
+        # TorchScript keeps a dtype attribute as its ScalarType code
+        model_dtype = code if isinstance(code, torch.dtype) else SCALAR_TYPE_CODES.get(code)
         outer = _child(outer, "model")
     rescales = []
     while _original_name(outer) == "RescaleOutput":

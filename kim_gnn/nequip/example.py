@@ -27,9 +27,14 @@ def example_config(
     zbl: bool = False,
     seed: int = 0,
     workdir: str = ".",
+    pair_style: Optional[str] = None,
 ) -> dict:
-    builders = ["SimpleIrrepsConfig", "EnergyModel", "PerSpeciesRescale"]
+    """A nequip 0.6 config; ``zbl=True`` is short for ``pair_style="ZBL"``
+    (``"LJ"`` adds a simple Lennard-Jones term)."""
     if zbl:
+        pair_style = "ZBL"
+    builders = ["SimpleIrrepsConfig", "EnergyModel", "PerSpeciesRescale"]
+    if pair_style:
         builders.append("PairPotentialTerm")
     builders += ["StressForceOutput", "RescaleEnergyEtc"]
     config = {
@@ -54,9 +59,12 @@ def example_config(
         "default_dtype": "float64",
         "model_dtype": model_dtype,
     }
-    if zbl:
-        config["pair_style"] = "ZBL"
-        config["units"] = "metal"
+    if pair_style == "ZBL":
+        config.update(pair_style="ZBL", units="metal")
+    elif pair_style == "LJ":
+        config.update(pair_style="LJ", lj_sigma=1.9, lj_epsilon=0.02, lj_use_cutoff=True)
+    elif pair_style:
+        raise ValueError(f"unknown pair style {pair_style!r}")
     return config
 
 
@@ -71,6 +79,7 @@ def build_example_nequip(
     zbl: bool = False,
     seed: int = 0,
     global_scale: Optional[float] = 1.7,
+    pair_style: Optional[str] = None,
 ) -> str:
     """Write a seeded random NequIP deployed model to ``out_file``; returns its path."""
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 on torch >= 2.6
@@ -90,7 +99,7 @@ def build_example_nequip(
     previous_dtype = torch.get_default_dtype()
     previous_level = logging.getLogger().level
     with tempfile.TemporaryDirectory(prefix="kim-gnn-nequip-") as tmp:
-        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp)
+        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp, pair_style)
         config_file = os.path.join(tmp, "config.yaml")
         with open(config_file, "w") as fh:
             yaml.safe_dump(config, fh)

@@ -196,3 +196,17 @@ def test_torchscript_that_is_not_nequip(tmp_path):
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "linear.pt"))
     with pytest.raises(UnsupportedModelError, match="not a NequIP deployed model"):
         convert_nequip(tmp_path / "linear.pt")
+
+
+def test_lennard_jones_pair_term_converts(nequip_models):
+    from kim_gnn.verify import verify
+
+    options = dict(num_layers=2, species=("Si", "C"), pair_style="LJ")
+    report = verify(nequip_models.deployed(**options), nequip_models.converted(**options), properties=False)
+    assert report.passed, report.summary()
+    assert read_spec(nequip_models.converted(**options)).details["pair_potentials"] == "SimpleLennardJones"
+
+
+def test_graph_model_dtype_is_read_from_the_module(nequip_models):
+    info = inspect_nequip(nequip_models.deployed(num_layers=1, model_dtype="float32"))
+    assert info.model_dtype == torch.float32 and info.default_dtype == torch.float64
