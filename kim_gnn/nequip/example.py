@@ -14,6 +14,8 @@ import tempfile
 import warnings
 from typing import Optional, Sequence
 
+from .convert import METADATA_KEYS
+
 DEFAULT_SPECIES = ("Si",)
 
 
@@ -114,9 +116,7 @@ def build_example_nequip(
             torch.set_default_dtype(previous_dtype)
             logging.getLogger().setLevel(previous_level)
 
-        keys = ("nequip_version", "torch_version", "e3nn_version", "r_max", "n_species", "type_names",
-                "default_dtype", "model_dtype", "allow_tf32", "_jit_bailout_depth", "_jit_fusion_strategy",
-                "config", "code_commits")
+        keys = METADATA_KEYS + ("code_commits",)
         extra = {k: "" for k in keys}
         model = torch.jit.load(built, _extra_files=extra)
         generator = torch.Generator().manual_seed(seed + 12345)

@@ -14,6 +14,7 @@ from kim_gnn import contract
 from kim_gnn.errors import KimGnnError, UnsupportedModelError
 from kim_gnn.executor import StagedExecutor, read_spec
 from kim_gnn.nequip import convert_nequip, inspect_nequip
+from kim_gnn.nequip.convert import METADATA_KEYS
 from kim_gnn.nequip.reference import NequIPOriginal
 
 OPTIONS = dict(num_layers=2, species=("Si", "C"), model_dtype="float64", zbl=True)
@@ -21,9 +22,7 @@ OPTIONS = dict(num_layers=2, species=("Si", "C"), model_dtype="float64", zbl=Tru
 
 def _modified_copy(src, dst, edit):
     """Load a deployed file, change it in place with ``edit``, save it with its metadata."""
-    keys = ["nequip_version", "torch_version", "e3nn_version", "r_max", "n_species", "type_names",
-            "default_dtype", "model_dtype", "allow_tf32", "config"]
-    extra = {k: "" for k in keys}
+    extra = {k: "" for k in METADATA_KEYS}
     module = torch.jit.load(src, _extra_files=extra)
     module = edit(module) or module
     torch.jit.save(module, dst, _extra_files={k: v for k, v in extra.items() if v})
