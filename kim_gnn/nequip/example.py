@@ -91,7 +91,9 @@ def build_example_nequip(
     import yaml
 
     try:
-        from nequip.scripts.deploy import main as deploy_main
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
+            from nequip.scripts.deploy import main as deploy_main
     except ImportError as exc:
         from ..errors import KimGnnError
 
