@@ -88,15 +88,10 @@ def cmd_verify(args) -> int:
 def describe(path: str) -> dict:
     """What a file is: an original model (through its adapter) or a converted one."""
     from .adapters import detect_adapter
-    from .executor import read_spec
+    from .executor import load_unfrozen
 
     if os.path.isdir(path) or (os.path.isfile(path) and _is_converted(path)):
-        spec = read_spec(path)
-        import torch
-
-        from .executor import resolve_model_file
-
-        module = torch.jit.load(resolve_model_file(path), map_location="cpu")
+        module, spec = load_unfrozen(path)
         return {
             "kind": "converted kim-gnn model",
             "architecture": spec.architecture,

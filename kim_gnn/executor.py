@@ -50,31 +50,30 @@ def resolve_model_file(path: PathLike) -> str:
     return path
 
 
-def read_spec(path: PathLike) -> StagedModelSpec:
-    """The kim_gnn metadata of a converted model, without freezing it."""
-    model_file = resolve_model_file(path)
-    extra = contract.empty_extra_files()
-    try:
-        torch.jit.load(model_file, map_location="cpu", _extra_files=extra)
-    except Exception as exc:
-        raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({str(exc).splitlines()[0][:200]})") from None
-    return StagedModelSpec.from_extra_files(extra)
-
-
-def load_staged_model(path: PathLike, device: str = "cpu"):
-    """Load a converted model as the driver does; returns (module, spec)."""
+def load_unfrozen(path: PathLike, device: str = "cpu"):
+    """The converted model as saved, with its spec; (module, spec)."""
     model_file = resolve_model_file(path)
     extra = contract.empty_extra_files()
     try:
         module = torch.jit.load(model_file, map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces
         raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({str(exc).splitlines()[0][:200]})") from None
-    spec = StagedModelSpec.from_extra_files(extra)
+    return module, StagedModelSpec.from_extra_files(extra)
+
+
+def read_spec(path: PathLike) -> StagedModelSpec:
+    """The kim_gnn metadata of a converted model."""
+    return load_unfrozen(path)[1]
+
+
+def load_staged_model(path: PathLike, device: str = "cpu"):
+    """Load a converted model as the driver does (eval, freeze); (module, spec)."""
+    module, spec = load_unfrozen(path, device)
     module.eval()
     try:
         module = torch.jit.freeze(module)
     except Exception as exc:
-        raise KimGnnError(f"{model_file} cannot be frozen as the driver freezes it ({str(exc).splitlines()[0][:200]})") from None
+        raise KimGnnError(f"{path} cannot be frozen as the driver freezes it ({str(exc).splitlines()[0][:200]})") from None
     return module, spec
 
 
