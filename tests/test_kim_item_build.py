@@ -171,15 +171,11 @@ def _param_values(text):
 # --- fixtures --------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def kim_item_staged(tmp_path_factory):
-    """A converted 2-layer, two-species NequIP example model."""
-    pytest.importorskip("nequip")
+def kim_item_staged(nequip_models):
+    """A converted 2-layer, two-species NequIP example model (shared session build)."""
     from kim_gnn.nequip import convert_nequip
-    from kim_gnn.nequip.example import build_example_nequip
 
-    root = tmp_path_factory.mktemp("kim-item-model")
-    deployed = build_example_nequip(root / "deployed.pth", species=SPECIES, num_layers=NUM_LAYERS, r_max=R_MAX)
-    return convert_nequip(deployed)
+    return convert_nequip(nequip_models.deployed(species=SPECIES, num_layers=NUM_LAYERS, r_max=R_MAX))
 
 
 @pytest.fixture(scope="session")
