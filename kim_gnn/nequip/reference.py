@@ -15,7 +15,7 @@ import torch
 from ..errors import KimGnnError
 from ..graphs import check_structure
 from ..reference import OriginalResult, default_dtype
-from .convert import _dtype, load_deployed
+from .convert import _chemical_species, _dtype, _parse_config, load_deployed
 
 
 class NequIPOriginal:
@@ -26,17 +26,15 @@ class NequIPOriginal:
         self.r_max = float(self.metadata["r_max"])
         self.type_names = self.metadata["type_names"].split()
         self.default_dtype = _dtype(self.metadata.get("default_dtype", ""), torch.float64)
+        self.species = _chemical_species(self.type_names, _parse_config(self.metadata.get("config", "")))
 
     def _inputs(self, atoms, symbols) -> Dict[str, torch.Tensor]:
         from ase.neighborlist import primitive_neighbor_list
 
-        from .convert import _chemical_species, _parse_config
-
-        species = _chemical_species(self.type_names, _parse_config(self.metadata.get("config", "")))
-        unknown = sorted(set(symbols) - set(species))
+        unknown = sorted(set(symbols) - set(self.species))
         if unknown:
             raise KimGnnError(f"structure contains species {', '.join(unknown)} that the model does not have")
-        types = np.array([species.index(s) for s in symbols], dtype=np.int64)
+        types = np.array([self.species.index(s) for s in symbols], dtype=np.int64)
         positions = np.asarray(atoms.positions, dtype=np.float64)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         from ase.geometry import complete_cell
