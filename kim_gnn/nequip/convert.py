@@ -157,15 +157,10 @@ def _child(module, name: str):
     return children[name]
 
 
-def _unwrap(module) -> Tuple[object, List[object], object, torch.dtype]:
+def _unwrap(module) -> Tuple[object, List[object], Optional[torch.dtype]]:
     """GraphModel -> RescaleOutput* -> gradient wrapper -> SequentialGraphNetwork."""
     model_dtype: Optional[torch.dtype] = None
     outer = module
-    if not list(module.named_children()):
-        raise UnsupportedModelError(
-            "the model is frozen (torch.jit.freeze inlined its module tree), so its layers cannot be restaged; "
-            "convert the unfrozen file that `nequip-deploy build` writes"
-        )
     if _original_name(outer) == "GraphModel":
         fields = set(getattr(outer, "model_input_fields", []))
         extra = sorted(fields - LOCAL_INPUT_FIELDS)
@@ -189,7 +184,7 @@ def _unwrap(module) -> Tuple[object, List[object], object, torch.dtype]:
     func = _child(outer, "func")
     if _original_name(func) != "SequentialGraphNetwork":
         raise UnsupportedModelError(f"unsupported energy model {_original_name(func)!r} (expected SequentialGraphNetwork)")
-    return func, rescales[::-1], outer, model_dtype
+    return func, rescales[::-1], model_dtype
 
 
 def _rescale_factors(rescales, energy_field: str) -> Tuple[List[float], List[float]]:
@@ -287,7 +282,7 @@ def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
     except (KeyError, ValueError):
         raise UnsupportedModelError(f"{path} has no valid r_max metadata") from None
     default_dtype = _dtype(metadata.get("default_dtype", ""), torch.float64)
-    func, _, _, graph_dtype = _unwrap(module)
+    func, _, graph_dtype = _unwrap(module)
     model_dtype = graph_dtype or _dtype(metadata.get("model_dtype", ""), default_dtype)
     num_layers = sum(1 for _, c in func.named_children() if _original_name(c) == "ConvNetLayer")
     return NequIPModelInfo(
@@ -317,7 +312,7 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
     path = os.fspath(path)
     module, metadata = load_deployed(path)
     info = _info(path, module, metadata)
-    func, rescales, _, _ = _unwrap(module)
+    func, rescales, _ = _unwrap(module)
     node_encoders, edge_encoders, layers, readout, energy_field, pair_styles = _split_network(func)
     scales, shifts = _rescale_factors(rescales, energy_field)
 
