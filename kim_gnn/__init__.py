@@ -1,6 +1,6 @@
 """kim-gnn: periodic GNN interatomic potentials as staged, local KIM models.
 
-    from kim_gnn import convert_nequip, verify, StagedCalculator, write_portable_model
+    from kim_gnn import convert_nequip, convert_mace, verify, StagedCalculator, write_portable_model
 
 The core (contract, staged graphs, executor, export, harness) needs neither
 e3nn nor an architecture package; adapters import theirs when used.
@@ -17,6 +17,10 @@ def __getattr__(name):
         from .nequip import convert_nequip
 
         return convert_nequip
+    if name == "convert_mace":
+        from .mace import convert_mace
+
+        return convert_mace
     if name == "verify":
         from .verify import verify
 
@@ -41,6 +45,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "__version__", "KimGnnError", "UnsupportedModelError", "convert_nequip", "verify",
+    "__version__", "KimGnnError", "UnsupportedModelError", "convert_nequip", "convert_mace", "verify",
     "StagedCalculator", "write_portable_model", "build_staged_graphs", "convert",
 ]

@@ -10,7 +10,10 @@ from . import contract
 from ._version import __version__
 from .errors import KimGnnError
 
-EXAMPLE_ITEM = "Si_NequIP_Example__MO_000000000000_000"
+EXAMPLE_ITEMS = {
+    "nequip": "Si_NequIP_Example__MO_000000000000_000",
+    "mace": "Si_MACE_Example__MO_000000000000_000",
+}
 
 
 def _progress(quiet: bool):
@@ -52,13 +55,15 @@ def cmd_convert(args) -> int:
     contract.validate_driver_name(args.driver_name)
     if os.path.exists(out) and not args.force:
         raise KimGnnError(f"{out} already exists; pass --force to replace it")
+    options = adapter.check_options({"head": args.head})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
-    staged = adapter.convert(args.model)
+    staged = adapter.convert(args.model, **options)
     spec = staged.kim_gnn_spec
     path = write_portable_model(staged, out, driver_name=args.driver_name, force=args.force)
     print(f"wrote KIM portable model {path}")
     print(f"  driver {args.driver_name}; species {' '.join(spec.species)}; cutoff {spec.cutoff:g} A; "
-          f"{spec.num_layers} layers; influence distance {spec.influence_distance:g} A; {spec.model_dtype}")
+          f"{spec.num_layers} layers; influence distance {spec.influence_distance:g} A; {spec.model_dtype}"
+          + (f"; head {spec.details['head']}" if spec.details.get("head") else ""))
     if args.verify:
         return _run_verify(args.model, path, None, False, True, args.quiet, None)
     print(f"check it with: kim-gnn verify {args.model} {path}")
@@ -85,7 +90,7 @@ def cmd_verify(args) -> int:
                        not args.no_properties, args.quiet, args.json)
 
 
-def describe(path: str) -> dict:
+def describe(path: str, head: Optional[str] = None) -> dict:
     """What a file is: an original model (through its adapter) or a converted one."""
     from .adapters import detect_adapter
     from .executor import load_unfrozen
@@ -109,7 +114,7 @@ def describe(path: str) -> dict:
             **{f"detail.{k}": v for k, v in spec.details.items()},
         }
     adapter = detect_adapter(path)
-    return {"kind": "original model", **adapter.describe(path)}
+    return {"kind": "original model", **adapter.describe(path, **adapter.check_options({"head": head}))}
 
 
 def _is_converted(path: str) -> bool:
@@ -125,7 +130,7 @@ def _is_converted(path: str) -> bool:
 def cmd_info(args) -> int:
     if not os.path.exists(args.model):
         raise KimGnnError(f"no such file: {args.model}")
-    info = describe(args.model)
+    info = describe(args.model, head=args.head)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -138,23 +143,37 @@ def cmd_info(args) -> int:
 
 
 def cmd_example(args) -> int:
-    """Build a small seeded NequIP model, convert it, verify it."""
+    """Build a small seeded model, convert it, verify it."""
     from .export import write_portable_model
-    from .nequip import convert_nequip
-    from .nequip.example import build_example_nequip
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    deployed = os.path.join(out, "deployed.pth")
-    item = os.path.join(out, EXAMPLE_ITEM)
-    print(f"building a seeded random NequIP 0.6 model ({args.layers} layers, Si, {args.dtype}) -> {deployed}", file=sys.stderr)
-    build_example_nequip(deployed, species=("Si",), num_layers=args.layers, model_dtype=args.dtype, seed=0)
-    print("converting to a staged KIM model ...", file=sys.stderr)
-    staged = convert_nequip(deployed)
+    if args.architecture == "mace":
+        from .mace import convert_mace
+        from .mace.example import build_example_mace
+
+        original = os.path.join(out, "example.model")
+        item = os.path.join(out, EXAMPLE_ITEMS["mace"])
+        print(f"building a seeded random ScaleShiftMACE model ({args.layers} interactions, Si, {args.dtype}) "
+              f"-> {original}", file=sys.stderr)
+        build_example_mace(original, species=("Si",), num_interactions=args.layers, model_dtype=args.dtype, seed=0)
+        print("converting to a staged KIM model ...", file=sys.stderr)
+        staged = convert_mace(original)
+    else:
+        from .nequip import convert_nequip
+        from .nequip.example import build_example_nequip
+
+        original = os.path.join(out, "deployed.pth")
+        item = os.path.join(out, EXAMPLE_ITEMS["nequip"])
+        print(f"building a seeded random NequIP 0.6 model ({args.layers} layers, Si, {args.dtype}) -> {original}",
+              file=sys.stderr)
+        build_example_nequip(original, species=("Si",), num_layers=args.layers, model_dtype=args.dtype, seed=0)
+        print("converting to a staged KIM model ...", file=sys.stderr)
+        staged = convert_nequip(original)
     write_portable_model(staged, item, force=True)
     print("verifying against the original periodic model ...", file=sys.stderr)
-    code = _run_verify(deployed, item, None, True, True, args.quiet, os.path.join(out, "verify-report.json"))
-    print(f"original model:       {deployed}")
+    code = _run_verify(original, item, None, True, True, args.quiet, os.path.join(out, "verify-report.json"))
+    print(f"original model:       {original}")
     print(f"KIM portable model:   {item}")
     print(f"install it with:      kim-api-collections-management install user {item}")
     return code
@@ -163,18 +182,22 @@ def cmd_example(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kim-gnn",
-        description="Turn periodic GNN interatomic potentials (NequIP 0.5/0.6 deployed models) into staged, "
-                    "local KIM portable models for the OpenKIM TorchML driver, and prove them equal to the original.",
+        description="Turn periodic GNN interatomic potentials (NequIP 0.5/0.6 deployed models, MACE / "
+                    "ScaleShiftMACE .model files) into staged, local KIM portable models for the OpenKIM TorchML "
+                    "driver, and prove them equal to the original.",
     )
     parser.add_argument("--version", action="version", version=f"kim-gnn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", help="convert a model file into a KIM portable model directory",
-                       description="Read MODEL (a NequIP deployed.pth), rewrite it as staged graph convolution and write "
+                       description="Read MODEL (a NequIP deployed.pth or a MACE .model; the architecture is recognised "
+                                   "from the file), rewrite it as staged graph convolution and write "
                                    "a KIM portable model directory: CMakeLists.txt, file.param, model.pt. The directory "
                                    "name is the KIM item name. Nothing is left behind on failure.")
-    p.add_argument("model", help="the trained model file (NequIP 0.5/0.6 deployed.pth)")
+    p.add_argument("model", help="the trained model file (NequIP 0.5/0.6 deployed.pth, MACE .model)")
+    p.add_argument("--head", help="multi-head MACE models: the head to convert (default: the only head, else the "
+                                  "one named 'default'); recorded in the converted model")
     p.add_argument("-o", "--output", help="output directory, named like Name__MO_000000000000_000 "
                                           "(default: from the model file name)")
     p.add_argument("--driver-name", default=contract.DEFAULT_DRIVER_NAME,
@@ -203,11 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a model file (original or converted)")
     p.add_argument("model", help="original model file, converted model.pt or portable model directory")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--head", help="multi-head MACE models: the head to describe")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("example", help="build, convert and verify a small seeded NequIP model (needs nequip 0.6)")
+    p = sub.add_parser("example", help="build, convert and verify a small seeded model (NequIP 0.6 or MACE)")
+    p.add_argument("--architecture", choices=("nequip", "mace"), default="nequip",
+                   help="which kind of model to build (default nequip; needs nequip 0.6 or mace-torch)")
     p.add_argument("--out", default="kim-gnn-example", help="working directory (default ./kim-gnn-example)")
-    p.add_argument("--layers", type=int, default=3, help="message-passing layers (default 3)")
+    p.add_argument("--layers", type=int, default=3, help="message-passing layers / interactions (default 3)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="model dtype")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_example)

@@ -5,6 +5,12 @@ import os
 from .adapters import detect_adapter
 
 
-def convert(path):
-    """Detect the architecture of ``path`` and convert it with its adapter."""
-    return detect_adapter(os.fspath(path)).convert(os.fspath(path))
+def convert(source, **options):
+    """Detect the architecture of ``source`` (a model file, or an in-memory
+    module an adapter accepts) and convert it with its adapter.
+    ``options`` (e.g. ``head="Default"`` for MACE) go to the adapter; one it
+    does not take is an error."""
+    adapter = detect_adapter(source)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    return adapter.convert(source, **adapter.check_options(options))

@@ -214,16 +214,18 @@ def verify(
 ) -> VerificationReport:
     """Compare a converted model with the original periodic model.
 
-    ``original``: the file the conversion started from (e.g. ``deployed.pth``).
+    ``original``: the file the conversion started from (e.g. ``deployed.pth``,
+    ``my_mace.model``), or the in-memory MACE module.
     ``converted``: a converted ``model.pt``, a KIM portable model directory,
     or an in-memory converted module. ``structures``: ASE ``Atoms`` or files
     ASE reads; without them the built-in battery runs, and ``properties``
     adds rotation, translation, permutation, supercell and padding checks.
     """
     start = time.time()
-    original = os.fspath(original)
+    if isinstance(original, os.PathLike):
+        original = os.fspath(original)
+    original_label = original if isinstance(original, str) else f"<in-memory {type(original).__name__}>"
     adapter = detect_adapter(original)
-    reference_model = adapter.original(original)
 
     with tempfile.TemporaryDirectory(prefix="kim-gnn-converted-") as tmp:
         if hasattr(converted, "save") and not isinstance(converted, (str, os.PathLike)):
@@ -234,6 +236,12 @@ def verify(
             model_file = resolve_model_file(converted)
             converted_label = os.fspath(converted)
         spec = read_spec(model_file)
+        if spec.architecture and spec.architecture != adapter.name:
+            raise KimGnnError(
+                f"the converted model is a {spec.architecture} model but the original is a {adapter.name} model"
+            )
+        # The converted model's spec says how it was converted (e.g. which MACE head).
+        reference_model = adapter.original(original, spec)
         tol = TOLERANCES.get(spec.model_dtype, TOLERANCES["float32"])
 
         cases: List[Case] = []
@@ -249,7 +257,7 @@ def verify(
             raise KimGnnError("nothing to verify: no structures")
 
         report = VerificationReport(
-            original=original, converted=converted_label, architecture=adapter.name,
+            original=original_label, converted=converted_label, architecture=adapter.name,
             model_dtype=spec.model_dtype, tolerances=tol,
         )
 

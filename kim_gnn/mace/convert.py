@@ -1,0 +1,436 @@
+"""Recognise a MACE / ScaleShiftMACE model (mace-torch 0.3.x) and rewrite it
+as a staged KIM model.
+
+Accepted: the whole pickled module that ``mace_run_train`` saves
+(``*.model``) or the same module in memory, of class ``MACE`` or
+``ScaleShiftMACE``, built on e3nn, with these parts:
+
+    node_embedding, spherical_harmonics, radial_embedding
+      (Bessel / Gaussian / Chebyshev basis, optional Agnesi or Soft transform),
+    optional ZBL pair_repulsion_fn,
+    interactions: RealAgnostic{,Residual,Density,DensityResidual}InteractionBlock,
+    products: EquivariantProductBasisBlock,
+    readouts: Linear / NonLinear / NonLinearBias readout blocks,
+    atomic_energies_fn (E0), scale_shift (ScaleShiftMACE).
+
+Everything else is refused by name: other model classes (dipoles,
+dielectric, charges, fields), per-structure embeddings, cuEquivariance and
+OpenEquivariance layers, and the interaction blocks TorchScript cannot
+compile.
+"""
+
+import copy
+import hashlib
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
+
+import torch
+
+from .. import contract
+from .._version import __version__
+from ..contract import StagedModelSpec
+from ..errors import KimGnnError, UnsupportedModelError
+from ..reference import default_dtype
+
+SUPPORTED_MODEL_CLASSES = ("MACE", "ScaleShiftMACE")
+SUPPORTED_INTERACTIONS = (
+    "RealAgnosticInteractionBlock",
+    "RealAgnosticResidualInteractionBlock",
+    "RealAgnosticDensityInteractionBlock",
+    "RealAgnosticDensityResidualInteractionBlock",
+)
+#: Interaction blocks of mace-torch 0.3.x that TorchScript cannot compile.
+UNSCRIPTABLE_INTERACTIONS = (
+    "RealAgnosticResidualNonLinearInteractionBlock",
+    "RealAgnosticAttResidualInteractionBlock",
+)
+READOUT_KINDS = {"LinearReadoutBlock": "linear", "NonLinearReadoutBlock": "nonlinear",
+                 "NonLinearBiasReadoutBlock": "nonlinear_bias"}
+RADIAL_BASES = ("BesselBasis", "GaussianBasis", "ChebychevBasis")
+DISTANCE_TRANSFORMS = ("AgnesiTransform", "SoftTransform")
+
+#: Pickle module names that mark a model built on an accelerated backend.
+ACCELERATED_BACKENDS = {
+    "cuequivariance": ("cuEquivariance", "mace.cli.convert_cueq_e3nn"),
+    "openequivariance": ("OpenEquivariance", "mace.cli.convert_oeq_e3nn"),
+}
+
+
+@dataclass
+class MACEModelInfo:
+    model_class: str
+    r_max: float
+    num_layers: int
+    species: List[str]
+    atomic_numbers: List[int]
+    heads: List[str]
+    head: str
+    model_dtype: torch.dtype
+    interactions: List[str]
+    readouts: List[str]
+    correlation: List[int]
+    max_ell: int
+    pair_repulsion: bool
+    distance_transform: str
+    radial_basis: str
+    num_parameters: int
+    mace_version: str
+    source_file: str = ""
+    sha256: str = ""
+    details: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def influence_distance(self) -> float:
+        return self.r_max * self.num_layers
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pickle_bytes(path: str) -> Optional[bytes]:
+    """The pickle stream of a ``torch.save`` zip archive, or None."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not names:
+                return None
+            return zf.read(names[0])
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None
+
+
+def is_mace_file(path: str) -> bool:
+    """A ``torch.save`` archive whose pickle refers to mace's model classes."""
+    data = _pickle_bytes(path)
+    return data is not None and b"mace.modules.models" in data
+
+
+def _convert_back_command(backend_module: str, path: str) -> str:
+    out = os.path.splitext(os.path.basename(path))[0] + "_e3nn.model"
+    return (
+        f"python -c \"import torch; from {backend_module} import run; "
+        f"torch.save(run('{path}'), '{out}')\""
+    )
+
+
+def _refuse_accelerated_file(path: str, data: bytes) -> None:
+    for marker, (name, module) in ACCELERATED_BACKENDS.items():
+        if marker.encode() in data:
+            raise UnsupportedModelError(
+                f"{path} is a MACE model built on {name} layers; convert it back to e3nn first "
+                f"(with mace-torch and {name} installed):\n    {_convert_back_command(module, path)}\n"
+                "then convert the e3nn model"
+            )
+
+
+def load_mace_model(path) -> torch.nn.Module:
+    """Load a pickled MACE ``.model`` file, or fail with a clear message."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise KimGnnError(f"no such file: {path}")
+    data = _pickle_bytes(path)
+    if data is None:
+        raise KimGnnError(f"{path} is not a PyTorch archive (torch.save) that could hold a MACE model")
+    _refuse_accelerated_file(path, data)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist()):
+                raise UnsupportedModelError(
+                    f"{path} is a compiled (TorchScript) MACE model; convert the .model file it was compiled from"
+                )
+    except zipfile.BadZipFile:
+        pass
+    try:
+        import mace.modules  # noqa: F401  (the pickle refers to its classes)
+    except ImportError:
+        raise KimGnnError(f"reading {path} needs mace-torch installed (pip install mace-torch==0.3.16)") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise KimGnnError(f"{path} cannot be loaded as a MACE model ({first})") from None
+    if isinstance(obj, dict):
+        keys = ", ".join(sorted(map(str, obj))[:5])
+        raise UnsupportedModelError(
+            f"{path} holds a dict ({keys}), not a model: it is a training checkpoint or state dict; "
+            "convert the .model file that mace_run_train writes next to it"
+        )
+    if not isinstance(obj, torch.nn.Module):
+        raise UnsupportedModelError(f"{path} holds a {type(obj).__name__}, not a MACE model")
+    return obj
+
+
+def _class_name(module) -> str:
+    return type(module).__name__
+
+
+def _model_dtype(model) -> torch.dtype:
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    dtypes |= {b.dtype for b in model.buffers() if b.is_floating_point()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (torch.float32, torch.float64):
+        names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes)) or "none"
+        raise UnsupportedModelError(
+            f"the model's floating-point parameters and buffers are of dtype(s) {names}; expected all float32 "
+            "or all float64 (use model.float() or model.double())"
+        )
+    return next(iter(dtypes))
+
+
+def _refuse_accelerated_module(model) -> None:
+    for name, module in model.named_modules():
+        kind = type(module).__module__ or ""
+        for marker, (backend, command_module) in ACCELERATED_BACKENDS.items():
+            if kind.startswith(marker):
+                raise UnsupportedModelError(
+                    f"module {name!r} ({type(module).__name__}) is a {backend} layer; convert the model back "
+                    f"to e3nn first: `from {command_module} import run; model = run(model)`"
+                )
+        for attr, backend, command_module in (("cueq_config", "cuEquivariance", "mace.cli.convert_cueq_e3nn"),
+                                              ("oeq_config", "OpenEquivariance", "mace.cli.convert_oeq_e3nn")):
+            config = getattr(module, attr, None)
+            if config is not None and getattr(config, "enabled", True):
+                raise UnsupportedModelError(
+                    f"module {name or 'model'!r} is configured for {backend} ({attr}); convert the model back "
+                    f"to e3nn first: `from {command_module} import run; model = run(model)`"
+                )
+
+
+def choose_head(heads: List[str], head: Optional[str]) -> str:
+    """The head to convert: the one asked for, else the only one, else the
+    one named 'default' (any case), as MACE's own calculator chooses."""
+    if head is not None:
+        if head not in heads:
+            raise KimGnnError(f"the model has no head {head!r}; its heads are: {', '.join(heads)}")
+        return head
+    if len(heads) == 1:
+        return heads[0]
+    defaults = [h for h in heads if h.lower() == "default"]
+    if not defaults:
+        raise KimGnnError(
+            f"the model has several heads ({', '.join(heads)}) and none is named 'default'; choose one with --head"
+        )
+    return defaults[0]
+
+
+def _symbols(atomic_numbers: List[int]) -> List[str]:
+    from ase.data import chemical_symbols
+
+    bad = [z for z in atomic_numbers if not 0 < z < len(chemical_symbols)]
+    if bad:
+        raise UnsupportedModelError(f"the model's atomic numbers {bad} are not elements")
+    if len(set(atomic_numbers)) != len(atomic_numbers):
+        raise UnsupportedModelError(f"the model lists atomic numbers {atomic_numbers} with repeats")
+    return [chemical_symbols[z] for z in atomic_numbers]
+
+
+def _mace_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("mace-torch")
+    except Exception:
+        return ""
+
+
+def inspect_mace(model_or_path, head: Optional[str] = None) -> MACEModelInfo:
+    """What a MACE model is, checked part by part; refuses what cannot be
+    converted exactly, naming the part."""
+    source_file, sha = "", ""
+    if isinstance(model_or_path, torch.nn.Module):
+        model = model_or_path
+    else:
+        path = os.fspath(model_or_path)
+        model = load_mace_model(path)
+        source_file, sha = os.path.basename(path), _sha256(path)
+    return _info(model, head, source_file, sha)
+
+
+def _info(model, head: Optional[str], source_file: str = "", sha: str = "") -> MACEModelInfo:
+    cls = _class_name(model)
+    if cls not in SUPPORTED_MODEL_CLASSES:
+        raise UnsupportedModelError(
+            f"unsupported model class {cls!r}: kim-gnn converts energy models of class "
+            f"{' or '.join(SUPPORTED_MODEL_CLASSES)}"
+        )
+    _refuse_accelerated_module(model)
+    for attr in ("joint_embedding", "embedding_readout"):
+        if hasattr(model, attr):
+            specs = ", ".join(getattr(model, "embedding_specs", {}) or {}) or attr
+            raise UnsupportedModelError(
+                f"the model embeds per-structure inputs ({specs}) through {attr!r}: not a function of positions "
+                "and species alone, cannot be a KIM model"
+            )
+    if getattr(model, "lammps_mliap", False):
+        raise UnsupportedModelError("the model is set up for LAMMPS ML-IAP (lammps_mliap=True); convert the plain model")
+
+    interactions = [_class_name(m) for m in model.interactions]
+    for i, kind in enumerate(interactions):
+        if kind in UNSCRIPTABLE_INTERACTIONS:
+            raise UnsupportedModelError(
+                f"interaction {i} is a {kind}, which TorchScript cannot compile in mace-torch "
+                f"{_mace_version() or '0.3.x'}; the KIM TorchML driver runs TorchScript only"
+            )
+        if kind not in SUPPORTED_INTERACTIONS:
+            raise UnsupportedModelError(
+                f"interaction {i} is a {kind}; supported interaction blocks: {', '.join(SUPPORTED_INTERACTIONS)}"
+            )
+    products = [_class_name(m) for m in model.products]
+    if len(products) != len(interactions) or any(p != "EquivariantProductBasisBlock" for p in products):
+        raise UnsupportedModelError(f"unsupported product blocks {products} (expected EquivariantProductBasisBlock per interaction)")
+    readouts = [_class_name(m) for m in model.readouts]
+    for i, kind in enumerate(readouts):
+        if kind not in READOUT_KINDS:
+            raise UnsupportedModelError(f"readout {i} is a {kind}; supported readouts: {', '.join(READOUT_KINDS)}")
+    if len(readouts) not in (1, len(interactions)):
+        raise UnsupportedModelError(f"{len(readouts)} readouts for {len(interactions)} interactions: unsupported layout")
+
+    radial = model.radial_embedding
+    basis = _class_name(radial.bessel_fn)
+    if basis not in RADIAL_BASES:
+        raise UnsupportedModelError(f"unsupported radial basis {basis}")
+    transform = _class_name(radial.distance_transform) if hasattr(radial, "distance_transform") else "None"
+    if transform != "None" and transform not in DISTANCE_TRANSFORMS:
+        raise UnsupportedModelError(f"unsupported distance transform {transform}")
+    pair = hasattr(model, "pair_repulsion")
+    if pair and _class_name(model.pair_repulsion_fn) != "ZBLBasis":
+        raise UnsupportedModelError(f"unsupported pair repulsion {_class_name(model.pair_repulsion_fn)}")
+    if cls == "ScaleShiftMACE" and _class_name(model.scale_shift) != "ScaleShiftBlock":
+        raise UnsupportedModelError(f"unsupported scale/shift block {_class_name(model.scale_shift)}")
+
+    heads = [str(h) for h in (getattr(model, "heads", None) or ["Default"])]
+    chosen = choose_head(heads, head)
+    atomic_numbers = [int(z) for z in model.atomic_numbers.tolist()]
+    correlation = [int(p.symmetric_contractions.contractions[0].correlation)
+                   if hasattr(p.symmetric_contractions, "contractions") else -1 for p in model.products]
+    sh = model.spherical_harmonics
+    max_ell = max(ir.l for _, ir in sh.irreps_out) if hasattr(sh, "irreps_out") else -1
+    return MACEModelInfo(
+        model_class=cls,
+        r_max=float(model.r_max),
+        num_layers=len(interactions),
+        species=_symbols(atomic_numbers),
+        atomic_numbers=atomic_numbers,
+        heads=heads,
+        head=chosen,
+        model_dtype=_model_dtype(model),
+        interactions=interactions,
+        readouts=readouts,
+        correlation=correlation,
+        max_ell=max_ell,
+        pair_repulsion=pair,
+        distance_transform=transform,
+        radial_basis=basis,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        mace_version=_mace_version(),
+        source_file=source_file,
+        sha256=sha,
+    )
+
+
+def _head_readout(readout, kind: str, head: int, num_heads: int, dtype: torch.dtype):
+    from .staged import LinearHeadReadout, NonLinearHeadReadout
+
+    if kind == "linear":
+        return LinearHeadReadout(readout, head)
+    mask = None
+    if num_heads > 1 and getattr(readout, "num_heads", 1) > 1:
+        # MACE's mask_head: hidden channels in blocks of width/num_heads, one block per head.
+        width = readout.linear_1.irreps_out.dim
+        mask = torch.zeros(width // num_heads, num_heads, dtype=dtype)
+        mask[:, head] = 1
+        mask = mask.t().reshape(width).contiguous()
+    return NonLinearHeadReadout(readout, head, mask, with_mid=(kind == "nonlinear_bias"))
+
+
+def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module], head: Optional[str] = None):
+    """Convert a MACE or ScaleShiftMACE model (a ``.model`` file or the module
+    itself) into a staged TorchScript model that follows the TorchML driver
+    contract.
+
+    ``head``: for multi-head models, which head to keep (default: the only
+    head, else the one named 'default'). The choice is recorded in the saved
+    file. Returns the scripted module; ``staged.save("model.pt")`` writes it
+    with its provenance. The model passed in is not modified.
+    """
+    from .staged import StagedMACE, StagedZBL
+
+    if isinstance(model_or_path, torch.nn.Module):
+        original, source_file, sha = model_or_path, "<in-memory model>", ""
+    else:
+        path = os.fspath(model_or_path)
+        original = load_mace_model(path)
+        source_file, sha = os.path.basename(path), _sha256(path)
+    info = _info(original, head, source_file, sha)
+    head_index = info.heads.index(info.head)
+    dtype = info.model_dtype
+
+    with default_dtype(dtype), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = copy.deepcopy(original).eval()
+        readouts = [_head_readout(r, READOUT_KINDS[k], head_index, len(info.heads), dtype)
+                    for r, k in zip(model.readouts, info.readouts)]
+        staged = StagedMACE(
+            atomic_energies_fn=model.atomic_energies_fn,
+            node_embedding=model.node_embedding,
+            spherical_harmonics=model.spherical_harmonics,
+            radial_embedding=model.radial_embedding,
+            interactions=list(model.interactions),
+            products=list(model.products),
+            readouts=readouts,
+            atomic_numbers=model.atomic_numbers,
+            head=head_index,
+            model_dtype=dtype,
+            pair_repulsion=StagedZBL(model.pair_repulsion_fn) if info.pair_repulsion else None,
+            scale_shift=model.scale_shift if info.model_class == "ScaleShiftMACE" else None,
+        )
+        try:
+            from e3nn.util import jit as e3nn_jit
+
+            staged = e3nn_jit.compile(staged)
+            entry = contract.positional_entry_class(info.num_layers)(staged).eval()
+            scripted = torch.jit.script(entry)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UnsupportedModelError(
+                f"the staged MACE model could not be compiled to TorchScript ({type(exc).__name__}: {first})"
+            ) from None
+
+    import e3nn
+
+    spec = StagedModelSpec(
+        species=info.species,
+        cutoff=info.r_max,
+        num_layers=info.num_layers,
+        model_dtype=str(dtype).replace("torch.", ""),
+        architecture="mace",
+        architecture_version=info.mace_version,
+        kim_gnn_version=__version__,
+        source_file=source_file,
+        source_sha256=sha,
+        details={
+            "model_class": info.model_class,
+            "head": info.head,
+            "heads": " ".join(info.heads),
+            "interactions": " ".join(info.interactions),
+            "readouts": " ".join(info.readouts),
+            "correlation": " ".join(str(c) for c in info.correlation),
+            "max_ell": str(info.max_ell),
+            "pair_repulsion": "ZBL" if info.pair_repulsion else "",
+            "distance_transform": info.distance_transform,
+            "radial_basis": info.radial_basis,
+            "atomic_numbers": " ".join(str(z) for z in info.atomic_numbers),
+            "torch_version": torch.__version__,
+            "e3nn_version": getattr(e3nn, "__version__", ""),
+        },
+    )
+    return contract.attach_spec(scripted, spec)

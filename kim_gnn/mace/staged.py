@@ -1,0 +1,233 @@
+"""The staged form of a MACE / ScaleShiftMACE energy model (one head).
+
+The compiled children of the original model are reused as they are; only
+the graph each one sees changes:
+
+* node attributes (one-hot of the species index), the E0 energies and the
+  node embedding are computed once on all particles;
+* interaction i (0 = first) and its product basis run on
+  ``edge_index_{L-1-i}``: edge vectors, spherical harmonics and the radial
+  embedding are recomputed on that graph. MACE sends along
+  ``edge_index[0] -> edge_index[1]``; the staged graphs hold every edge in
+  both directions, so they are passed on unchanged;
+* the readout of layer i is applied to the features after layer i; only
+  contributing particles keep their energy, and every staged graph holds
+  all edges of every contributing particle, so those features are exact;
+* the ZBL pair term runs on ``edge_index_0`` (all edges of contributing
+  particles) in the model's dtype (MACE's own ZBL forms ``14.3996 * Z * Z``
+  in torch's default dtype; the driver runs with float32 as default).
+
+Multi-head models are fixed to one head: its column of the readouts, E0 and
+scale/shift, and a constant mask in place of ``mask_head`` (which builds its
+mask in the default dtype).
+"""
+
+
+from typing import List, Optional
+
+import torch
+
+
+class LinearHeadReadout(torch.nn.Module):
+    """MACE's ``LinearReadoutBlock``, one head's column."""
+
+    head: int
+
+    def __init__(self, readout: torch.nn.Module, head: int):
+        super().__init__()
+        self.linear = readout.linear
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)[:, self.head]
+
+
+class NonLinearHeadReadout(torch.nn.Module):
+    """MACE's ``NonLinearReadoutBlock`` (``with_mid=False``) or
+    ``NonLinearBiasReadoutBlock`` (``with_mid=True``), one head's column.
+
+    With several heads, MACE's ``mask_head`` zeroes the hidden features of the
+    other heads after each activation; ``hidden_mask`` is that mask for the
+    chosen head, as a constant in the model's dtype.
+    """
+
+    head: int
+    masked: bool
+    with_mid: bool
+
+    def __init__(self, readout: torch.nn.Module, head: int, hidden_mask: Optional[torch.Tensor], with_mid: bool):
+        super().__init__()
+        self.linear_1 = readout.linear_1
+        self.non_linearity = readout.non_linearity
+        self.linear_2 = readout.linear_2
+        self.linear_mid = readout.linear_mid if with_mid else torch.nn.Identity()
+        self.with_mid = with_mid
+        self.head = head
+        self.masked = hidden_mask is not None
+        self.register_buffer("hidden_mask", hidden_mask if hidden_mask is not None else torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.non_linearity(self.linear_1(x))
+        if self.masked:
+            x = x * self.hidden_mask
+        if self.with_mid:
+            x = self.non_linearity(self.linear_mid(x))
+            if self.masked:
+                x = x * self.hidden_mask
+        return self.linear_2(x)[:, self.head]
+
+
+class NoPairRepulsion(torch.nn.Module):
+    def forward(
+        self, x: torch.Tensor, node_attrs: torch.Tensor, edge_index: torch.Tensor, atomic_numbers: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.zeros((node_attrs.shape[0],), dtype=node_attrs.dtype, device=node_attrs.device)
+
+
+class NoScaleShift(torch.nn.Module):
+    def forward(self, x: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class StagedZBL(torch.nn.Module):
+    """MACE's ZBL pair repulsion (0.3.x formula) on one graph, computed in
+    the dtype of the edge lengths whatever torch's default dtype is."""
+
+    def __init__(self, zbl: torch.nn.Module):
+        super().__init__()
+        self.register_buffer("c", zbl.c.detach().clone())
+        self.register_buffer("p", zbl.p.detach().clone())
+        self.register_buffer("covalent_radii", zbl.covalent_radii.detach().clone())
+        self.register_buffer("a_exp", zbl.a_exp.detach().clone())
+        self.register_buffer("a_prefactor", zbl.a_prefactor.detach().clone())
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        node_attrs: torch.Tensor,
+        edge_index: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+    ) -> torch.Tensor:
+        sender = edge_index[0]
+        receiver = edge_index[1]
+        z = atomic_numbers[torch.argmax(node_attrs, dim=1)].unsqueeze(-1)
+        z_u = z[sender].to(torch.int64)
+        z_v = z[receiver].to(torch.int64)
+        a = self.a_prefactor * 0.529 / (torch.pow(z_u, self.a_exp) + torch.pow(z_v, self.a_exp))
+        r_over_a = x / a
+        phi = (
+            self.c[0] * torch.exp(-3.2 * r_over_a)
+            + self.c[1] * torch.exp(-0.9423 * r_over_a)
+            + self.c[2] * torch.exp(-0.4028 * r_over_a)
+            + self.c[3] * torch.exp(-0.2016 * r_over_a)
+        )
+        # z_u, z_v in the lengths' dtype: the one place MACE's formula
+        # depends on the default dtype.
+        v_edges = (14.3996 * z_u.to(x.dtype) * z_v.to(x.dtype)) / x * phi
+        r_max = self.covalent_radii[z_u] + self.covalent_radii[z_v]
+        p = self.p
+        r = x / r_max
+        envelope = (
+            1.0
+            - ((p + 1.0) * (p + 2.0) / 2.0) * torch.pow(r, p)
+            + p * (p + 2.0) * torch.pow(r, p + 1)
+            - (p * (p + 1.0) / 2) * torch.pow(r, p + 2)
+        ) * (x < r_max)
+        v_edges = 0.5 * v_edges * envelope
+        out = torch.zeros((node_attrs.shape[0], 1), dtype=v_edges.dtype, device=v_edges.device)
+        out = out.index_add(0, receiver, v_edges)
+        return out.squeeze(-1)
+
+
+class StagedMACE(torch.nn.Module):
+    model_dtype: torch.dtype
+    num_layers: int
+    num_elements: int
+    head: int
+    has_scale_shift: bool
+    last_readout_only: bool
+
+    def __init__(
+        self,
+        atomic_energies_fn: torch.nn.Module,
+        node_embedding: torch.nn.Module,
+        spherical_harmonics: torch.nn.Module,
+        radial_embedding: torch.nn.Module,
+        interactions: List[torch.nn.Module],
+        products: List[torch.nn.Module],
+        readouts: List[torch.nn.Module],
+        atomic_numbers: torch.Tensor,
+        head: int,
+        model_dtype: torch.dtype,
+        pair_repulsion: Optional[torch.nn.Module] = None,
+        scale_shift: Optional[torch.nn.Module] = None,
+    ):
+        super().__init__()
+        self.atomic_energies_fn = atomic_energies_fn
+        self.node_embedding = node_embedding
+        self.spherical_harmonics = spherical_harmonics
+        self.radial_embedding = radial_embedding
+        self.interactions = torch.nn.ModuleList(interactions)
+        self.products = torch.nn.ModuleList(products)
+        self.readouts = torch.nn.ModuleList(readouts)
+        self.register_buffer("atomic_numbers", atomic_numbers.detach().clone().to(torch.int64))
+        self.num_layers = len(interactions)
+        self.num_elements = int(atomic_numbers.numel())
+        self.head = head
+        self.model_dtype = model_dtype
+        self.last_readout_only = len(readouts) == 1
+        self.pair_repulsion = pair_repulsion if pair_repulsion is not None else NoPairRepulsion()
+        self.has_scale_shift = scale_shift is not None
+        self.scale_shift = scale_shift if scale_shift is not None else NoScaleShift()
+
+    def forward(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> torch.Tensor:
+        pos = coordinates.to(self.model_dtype)
+        node_attrs = torch.nn.functional.one_hot(species, self.num_elements).to(self.model_dtype)
+        num_nodes = node_attrs.shape[0]
+        node_heads = torch.full((num_nodes,), self.head, dtype=torch.int64, device=species.device)
+
+        node_e0 = self.atomic_energies_fn(node_attrs)[:, self.head]
+        node_feats = self.node_embedding(node_attrs)
+
+        features: List[torch.Tensor] = []
+        lengths = torch.zeros((0, 1), dtype=self.model_dtype, device=pos.device)
+        edge_index = torch.zeros((2, 0), dtype=torch.int64, device=pos.device)
+        for i, (interaction, product) in enumerate(zip(self.interactions, self.products)):
+            edge_index = graphs[self.num_layers - 1 - i]
+            vectors = pos[edge_index[1]] - pos[edge_index[0]]
+            lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
+            edge_attrs = self.spherical_harmonics(vectors)
+            edge_feats, cutoff = self.radial_embedding(lengths, node_attrs, edge_index, self.atomic_numbers)
+            node_feats, sc = interaction(
+                node_attrs=node_attrs,
+                node_feats=node_feats,
+                edge_attrs=edge_attrs,
+                edge_feats=edge_feats,
+                edge_index=edge_index,
+                cutoff=cutoff,
+            )
+            node_feats = product(node_feats=node_feats, sc=sc, node_attrs=node_attrs)
+            features.append(node_feats)
+
+        # After the loop, lengths and edge_index belong to edge_index_0.
+        pair = self.pair_repulsion(lengths, node_attrs, edge_index, self.atomic_numbers)
+        node_es: List[torch.Tensor] = [pair]
+        for i, readout in enumerate(self.readouts):
+            if self.last_readout_only:
+                node_es.append(readout(features[-1]))
+            else:
+                node_es.append(readout(features[i]))
+
+        if self.has_scale_shift:
+            inter = torch.sum(torch.stack(node_es, dim=0), dim=0)
+            inter = self.scale_shift(inter, node_heads)
+            energy = node_e0.to(torch.float64) + inter.to(torch.float64)
+        else:
+            energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
+        return torch.where(contributions == 0, energy, torch.zeros_like(energy))
