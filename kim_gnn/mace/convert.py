@@ -95,6 +95,29 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def import_mace():
+    """Import mace-torch quietly: on import it prints a notice about
+    cuEquivariance to stdout, where kim-gnn writes its results (JSON)."""
+    import contextlib
+    import io
+    import sys
+
+    if "mace.modules" in sys.modules:
+        return sys.modules["mace"]
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            import mace.data  # noqa: F401
+            import mace.modules  # noqa: F401
+            import mace.tools  # noqa: F401
+    except ImportError as exc:
+        raise KimGnnError(f"MACE models need mace-torch installed (pip install mace-torch==0.3.16): {exc}") from None
+    for line in buffer.getvalue().splitlines():
+        if line.strip() and "cuequivariance" not in line.lower():
+            print(line, file=sys.stderr)
+    return sys.modules["mace"]
+
+
 def _pickle_bytes(path: str) -> Optional[bytes]:
     """The pickle stream of a ``torch.save`` zip archive, or None."""
     try:
@@ -148,10 +171,7 @@ def load_mace_model(path) -> torch.nn.Module:
                 )
     except zipfile.BadZipFile:
         pass
-    try:
-        import mace.modules  # noqa: F401  (the pickle refers to its classes)
-    except ImportError:
-        raise KimGnnError(f"reading {path} needs mace-torch installed (pip install mace-torch==0.3.16)") from None
+    import_mace()  # the pickle refers to its classes
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -50,6 +50,9 @@ def build_example_mace(
     """
     import torch
 
+    from .convert import import_mace
+
+    import_mace()
     with default_dtype(getattr(torch, model_dtype)):
         from e3nn import o3
         from mace import modules

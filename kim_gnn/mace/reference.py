@@ -17,7 +17,7 @@ import torch
 from ..errors import KimGnnError
 from ..graphs import check_structure
 from ..reference import OriginalResult, default_dtype
-from .convert import _info, load_mace_model
+from .convert import _info, import_mace, load_mace_model
 
 
 class MACEOriginal:
@@ -33,6 +33,7 @@ class MACEOriginal:
         self.r_max = self.info.r_max
 
     def _batch(self, atoms):
+        import_mace()
         from mace import data as mace_data
         from mace.tools import AtomicNumberTable, torch_geometric
 
