@@ -357,6 +357,22 @@ def _info(model, head: Optional[str], source_file: str = "", sha: str = "") -> M
     )
 
 
+def _copy_model(model):
+    """A deep copy to compile (e3nn's compile replaces submodules in place).
+
+    mace's ``EmptyParam`` (the zero weights of symmetric-contraction paths that
+    vanish, e.g. with ``use_so3``) cannot be deep-copied by ``copy.deepcopy``;
+    those are copied by hand through the memo."""
+    memo = {}
+    for p in model.parameters():
+        if type(p) is not torch.nn.Parameter:
+            try:
+                copy.deepcopy(p)
+            except TypeError:
+                memo[id(p)] = type(p)(p.data.clone())
+    return copy.deepcopy(model, memo)
+
+
 def _head_readout(readout, kind: str, head: int, num_heads: int, dtype: torch.dtype):
     from .staged import LinearHeadReadout, NonLinearHeadReadout
 
@@ -396,7 +412,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
 
     with default_dtype(dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = copy.deepcopy(original).eval()
+        model = _copy_model(original).eval()
         readouts = [_head_readout(r, READOUT_KINDS[k], head_index, len(info.heads), dtype)
                     for r, k in zip(model.readouts, info.readouts)]
         staged = StagedMACE(

@@ -42,11 +42,15 @@ def build_example_mace(
     readout: str = "NonLinearReadoutBlock",
     radial_type: str = "bessel",
     seed: int = 0,
+    **model_options,
 ):
     """Build (and with ``out``, save) a seeded random MACE model.
 
     ``interaction_first`` defaults to ``interaction`` with the residual
     blocks' first layer made non-residual, as ``mace_run_train`` does.
+    Further keyword arguments go to the MACE constructor as they are
+    (``apply_cutoff``, ``use_last_readout_only``, ``edge_irreps``, ...);
+    irreps may be given as strings.
     """
     import torch
 
@@ -95,6 +99,8 @@ def build_example_mace(
             heads=heads,
             readout_cls=getattr(modules.blocks, readout),
         )
+        for key, value in model_options.items():
+            kwargs[key] = o3.Irreps(value) if key.endswith("irreps") and isinstance(value, str) else value
         if scale_shift:
             scale = rng.uniform(0.5, 2.0, size=n_heads)
             shift = rng.uniform(-1.0, 1.0, size=n_heads)

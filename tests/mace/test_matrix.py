@@ -51,7 +51,9 @@ def _id(combo):
 
 
 # Further options, each in both dtypes: a residual first layer (use_sc in the
-# first product), per-layer correlation, the Gaussian radial basis, the bias readout.
+# first product), per-layer correlation, the Gaussian radial basis, the bias
+# readout, and constructor options of mace-torch 0.3.16 that change the
+# computation (edge irreps, agnostic product, vanishing contraction paths, ...).
 # (MACE's Chebyshev basis evaluates T_n(r) on raw distances, which has no
 # gradient in torch and overflows with random weights: not a useful test model.)
 EXTRAS = {
@@ -59,6 +61,15 @@ EXTRAS = {
     "per-layer-correlation": dict(num_interactions=3, correlation=(3, 1, 2), max_ell=2, zbl=True),
     "gaussian-basis": dict(radial_type="gaussian", num_interactions=2, species=("Si", "C")),
     "bias-readout": dict(readout="NonLinearBiasReadoutBlock", num_interactions=2, species=("Si", "C"), zbl=True),
+    "no-apply-cutoff": dict(apply_cutoff=False, num_interactions=2, species=("Si", "C"), zbl=True),
+    "last-readout-only": dict(use_last_readout_only=True, num_interactions=3, species=("Si", "C")),
+    "agnostic-product": dict(use_agnostic_product=True, num_interactions=2, species=("Si", "C")),
+    "edge-irreps": dict(edge_irreps="4x0e+4x1o", use_edge_irreps_first=True, num_interactions=2, species=("Si", "C")),
+    "so3-vanishing-paths": dict(use_so3=True, num_interactions=2, species=("Si", "C")),
+    "keep-last-layer-irreps": dict(keep_last_layer_irreps=True, num_interactions=2, species=("Si", "C")),
+    "full-cg": dict(use_reduced_cg=False, num_interactions=2, species=("Si", "C")),
+    "odd-and-l2-features": dict(hidden_irreps="8x0e+8x0o+8x1o+8x1e+8x2e", max_ell=3, num_interactions=2,
+                                species=("Si", "C")),
 }
 
 
