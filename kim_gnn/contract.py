@@ -33,6 +33,9 @@ OUTPUT_DTYPE = torch.float64
 CONTRIBUTING = 0
 NOT_CONTRIBUTING = 1
 
+#: The TorchScript fusion strategy the driver sets after freezing (process-wide).
+FUSION_STRATEGY = [("DYNAMIC", 3)]
+
 #: Where the driver puts the dummy partner of a single isolated atom.
 DUMMY_PARTICLE_POSITION = (999.0, 999.0, 999.0)
 

@@ -67,13 +67,16 @@ def read_spec(path: PathLike) -> StagedModelSpec:
 
 
 def load_staged_model(path: PathLike, device: str = "cpu"):
-    """Load a converted model as the driver does (eval, freeze); (module, spec)."""
+    """Load a converted model as the driver does (eval, freeze, fusion
+    strategy); (module, spec). Like the driver, this sets torch's
+    process-wide TorchScript fusion strategy."""
     module, spec = load_unfrozen(path, device)
     module.eval()
     try:
         module = torch.jit.freeze(module)
     except Exception as exc:
         raise KimGnnError(f"{path} cannot be frozen as the driver freezes it ({str(exc).splitlines()[0][:200]})") from None
+    torch.jit.set_fusion_strategy(contract.FUSION_STRATEGY)
     return module, spec
 
 
