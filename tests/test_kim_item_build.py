@@ -170,12 +170,19 @@ def _param_values(text):
 
 # --- fixtures --------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def kim_item_staged(nequip_models):
-    """A converted 2-layer, two-species NequIP example model (shared session build)."""
+@pytest.fixture(scope="session", params=["nequip", "mace"])
+def kim_item_staged(request):
+    """A converted 2-layer, two-species example model of each architecture
+    (shared session builds)."""
+    if request.param == "mace":
+        from kim_gnn.mace import convert_mace
+
+        models = request.getfixturevalue("mace_models")
+        return convert_mace(models.model(species=SPECIES, num_interactions=NUM_LAYERS, r_max=R_MAX, zbl=True))
     from kim_gnn.nequip import convert_nequip
 
-    return convert_nequip(nequip_models.deployed(species=SPECIES, num_layers=NUM_LAYERS, r_max=R_MAX))
+    models = request.getfixturevalue("nequip_models")
+    return convert_nequip(models.deployed(species=SPECIES, num_layers=NUM_LAYERS, r_max=R_MAX))
 
 
 @pytest.fixture(scope="session")
