@@ -21,16 +21,8 @@ Writes nequip_scaling.json and nequip_scaling.png to --out.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import os
-import platform
-import resource
-import statistics
-import sys
 import tempfile
-import time
 import warnings
 
 # e3nn 0.4.4 pickles need the pre-2.6 torch.load default
@@ -38,226 +30,52 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 # nequip/e3nn import-time chatter about torch versions; keeps stderr to progress lines
 warnings.filterwarnings("ignore", category=UserWarning, module=r"(nequip|e3nn)\b")
 
-import torch
+from _bench_common import bench_sizes, parse_args as parse_common_args, progress, run_meta, write_results
 
-from kim_gnn.executor import cell_volume, load_staged_model, run_on_graphs
-from kim_gnn.graphs import build_staged_graphs
+from kim_gnn.executor import load_staged_model
 from kim_gnn.nequip import convert_nequip
 from kim_gnn.nequip.example import build_example_nequip
 from kim_gnn.nequip.reference import NequIPOriginal
 from kim_gnn.reference import default_dtype
 
-SI_LATTICE = 5.43  # Angstrom, diamond conventional cell (8 atoms)
-DEFAULT_REPLICAS = (2, 3, 4, 5, 6, 8)  # 64 .. 4096 atoms
-QUICK_REPLICAS = (2, 3)  # 64, 216 atoms
-TIMINGS = ("original_inputs", "original_model", "staged_graphs", "staged_model")
-
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--replicas", type=int, nargs="+", default=list(DEFAULT_REPLICAS),
-                        help="supercell repeats n of the 8-atom cubic cell (8 n^3 atoms); default: %(default)s")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per size (median and min reported)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed calls per size and side first (TorchScript's profiling executor "
-                             "re-specialises when input shapes change)")
-    parser.add_argument("--num-layers", type=int, default=3)
-    parser.add_argument("--num-features", type=int, default=16)
-    parser.add_argument("--l-max", type=int, default=1)
-    parser.add_argument("--r-max", type=float, default=4.0)
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="NequIP model_dtype")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 and 216 atoms, 1 repeat")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.replicas, args.repeats = list(QUICK_REPLICAS), 1
-    return args
+    def model_args(parser):
+        parser.add_argument("--num-layers", type=int, default=3)
+        parser.add_argument("--num-features", type=int, default=16)
+        parser.add_argument("--l-max", type=int, default=1)
+        parser.add_argument("--r-max", type=float, default=4.0)
+
+    return parse_common_args(__doc__.split("\n\n")[0], model_args, "NequIP model_dtype", argv)
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def original_side(original: NequIPOriginal):
+    """The original model's calls on one structure, as ``bench_size`` takes them."""
 
+    def calls(atoms):
+        symbols = atoms.get_chemical_symbols()
 
-def timed(call, repeats: int, warmup: int):
-    """Median and min wall time of ``call()`` over ``repeats`` runs, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}
+        def inputs():
+            with default_dtype(original.default_dtype):
+                return original._inputs(atoms, symbols)
 
+        def model(data):
+            with default_dtype(original.default_dtype):
+                return original.module(dict(data))  # the module may write into its input dict
 
-def si_supercell(replicas: int, seed: int):
-    from ase.build import bulk
+        def energy(out):
+            return float(out["total_energy"].detach().sum())
 
-    atoms = bulk("Si", "diamond", a=SI_LATTICE, cubic=True) * ((replicas,) * 3)
-    atoms.rattle(stdev=0.02, seed=seed)  # break the perfect-crystal symmetry
-    return atoms
+        return inputs, model, energy
 
-
-def peak_rss_mib() -> float:
-    """Process-wide peak RSS so far (Linux reports KiB); sizes grow, so this tracks the largest one."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def busy_cpu_seconds():
-    """CPU seconds all processes have used since boot (Linux /proc/stat), or None elsewhere."""
-    try:
-        with open("/proc/stat") as fh:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-class OtherCpuLoad:
-    """Average number of cores other processes kept busy while the block ran.
-
-    Torch's intra-op threads stall badly when another process takes a core,
-    so a shared machine can make calls many times slower; this flags it.
-    """
-
-    def __enter__(self):
-        self.start = (busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter())
-        return self
-
-    def __exit__(self, *exc):
-        busy, own, wall = self.start
-        busy_now = busy_cpu_seconds()
-        self.cores = None
-        if busy is not None and busy_now is not None:
-            others = (busy_now - busy) - (own_cpu_seconds() - own)
-            self.cores = max(others, 0.0) / (time.perf_counter() - wall)
-
-
-def bench_size(replicas: int, original: NequIPOriginal, staged, spec, args) -> dict:
-    atoms = si_supercell(replicas, args.seed)
-    symbols = atoms.get_chemical_symbols()
-    volume = cell_volume(atoms)
-
-    def original_inputs():
-        with default_dtype(original.default_dtype):
-            return original._inputs(atoms, symbols)
-
-    def staged_graphs():
-        return build_staged_graphs(atoms, spec.species, spec.cutoff, spec.num_layers)
-
-    data = original_inputs()
-    graphs = staged_graphs()
-
-    def original_model():
-        with default_dtype(original.default_dtype):
-            return original.module(dict(data))  # the module may write into its input dict
-
-    def staged_model():
-        return run_on_graphs(staged, graphs, len(atoms), volume)
-
-    # Same structure, same weights: the two energies must agree, else the timings mean nothing.
-    energy_original = float(original_model()["total_energy"].detach().sum())
-    energy_staged = staged_model().energy
-
-    row = {
-        "replicas": replicas,
-        "n_atoms": len(atoms),
-        "n_padding": graphs.num_particles - graphs.num_contributing,
-        "n_edges_original": int(data["edge_index"].shape[1]),
-        "n_edges_staged": [int(e.shape[1]) for e in graphs.edge_index],
-        "energy_diff_eV": abs(energy_original - energy_staged),
-    }
-    if row["energy_diff_eV"] > 1e-4 * abs(energy_original):
-        progress(f"warning: original and staged energies differ by {row['energy_diff_eV']:.3g} eV")
-    with OtherCpuLoad() as other_load:
-        for name, call in zip(TIMINGS, (original_inputs, original_model, staged_graphs, staged_model)):
-            progress(f"  {len(atoms)} atoms: {name}")
-            row[name] = timed(call, args.repeats, args.warmup)
-    row["peak_rss_mib"] = peak_rss_mib()
-    row["other_processes_cpu_cores"] = other_load.cores
-    return row
-
-
-def total_s(row: dict, side: str, stat: str = "median_s") -> float:
-    return row[f"{side}_inputs" if side == "original" else f"{side}_graphs"][stat] + row[f"{side}_model"][stat]
-
-
-def print_table(rows) -> None:
-    header = (f"{'atoms':>6} {'padding':>7} {'pad/atom':>8} {'edges orig':>10} {'edges staged (E0/../EL-1)':>26}"
-              f" | {'orig in':>8} {'orig mod':>8} {'orig tot':>8} | {'stg in':>8} {'stg mod':>8} {'stg tot':>8}"
-              f" | {'stg/orig':>8} {'RSS MiB':>8} {'others':>6}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        staged_edges = "/".join(str(e) for e in r["n_edges_staged"])
-        orig, stag = total_s(r, "original"), total_s(r, "staged")
-        others = "n/a" if r["other_processes_cpu_cores"] is None else f"{r['other_processes_cpu_cores']:.2f}"
-        print(f"{r['n_atoms']:>6} {r['n_padding']:>7} {r['n_padding'] / r['n_atoms']:>8.2f} {r['n_edges_original']:>10}"
-              f" {staged_edges:>26}"
-              f" | {r['original_inputs']['median_s']:>8.3f} {r['original_model']['median_s']:>8.3f} {orig:>8.3f}"
-              f" | {r['staged_graphs']['median_s']:>8.3f} {r['staged_model']['median_s']:>8.3f} {stag:>8.3f}"
-              f" | {stag / orig:>8.2f} {r['peak_rss_mib']:>8.0f} {others:>6}")
-    print("times: median seconds per call; 'in' = input/graph build, 'mod' = model call incl. forces/stress;\n"
-          "others: CPU cores other processes kept busy meanwhile (should be ~0)")
-
-
-def write_plot(rows, meta: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    atoms = [r["n_atoms"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    styles = {
-        "original_inputs": ("C0", ":", "original: neighbor list + inputs"),
-        "original_model": ("C0", "--", "original: model call"),
-        "staged_graphs": ("C3", ":", "staged: padding + staged graphs"),
-        "staged_model": ("C3", "--", "staged: model call (fwd + bwd)"),
-    }
-    for name, (color, line, label) in styles.items():
-        ax.plot(atoms, [r[name]["median_s"] for r in rows], color=color, linestyle=line, marker="o", ms=3, label=label)
-    ax.plot(atoms, [total_s(r, "original") for r in rows], "C0-", marker="s", lw=2, label="original: total")
-    ax.plot(atoms, [total_s(r, "staged") for r in rows], "C3-", marker="s", lw=2, label="staged: total")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("atoms (bulk Si supercell)")
-    ax.set_ylabel("wall time per call [s] (median)")
-    model = meta["model"]
-    ax.set_title(f"NequIP original vs staged: L={model['num_layers']}, r_max={model['r_max']} Å, "
-                 f"features={model['num_features']}, l_max={model['l_max']}, {model['model_dtype']}\n"
-                 f"torch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return calls
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
     model_settings = {"num_layers": args.num_layers, "num_features": args.num_features, "l_max": args.l_max,
                       "r_max": args.r_max, "model_dtype": args.dtype, "seed": args.seed}
-    meta = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "python": platform.python_version(),
-        "model": model_settings,
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-    }
+    meta = run_meta(args, model_settings)
 
     with tempfile.TemporaryDirectory(prefix="kim-gnn-bench-") as tmp:
         progress(f"building a random NequIP model {model_settings}")
@@ -269,21 +87,10 @@ def main(argv=None) -> None:
         original = NequIPOriginal(deployed)
         staged, spec = load_staged_model(staged_file)
 
-    rows = []
-    for replicas in args.replicas:
-        progress(f"{8 * replicas ** 3} atoms ({replicas}^3 cells)")
-        rows.append(bench_size(replicas, original, staged, spec, args))
-
-    json_path = os.path.join(args.out, "nequip_scaling.json")
-    with open(json_path, "w") as fh:
-        json.dump({"meta": meta, "results": rows}, fh, indent=2)
-    png_path = os.path.join(args.out, "nequip_scaling.png")
-    write_plot(rows, meta, png_path)
-    print_table(rows)
-    progress(f"wrote {json_path} and {png_path}")
-    busy = [r["n_atoms"] for r in rows if (r["other_processes_cpu_cores"] or 0.0) > 0.2]
-    if busy:
-        progress(f"warning: other processes used the CPUs while timing {busy} atoms; those timings are unreliable")
+    rows = bench_sizes(original_side(original), staged, spec, args)
+    write_results(rows, meta, args.out, "nequip_scaling",
+                  f"NequIP original vs staged: L={args.num_layers}, r_max={args.r_max} Å, "
+                  f"features={args.num_features}, l_max={args.l_max}, {args.dtype}")
 
 
 if __name__ == "__main__":
