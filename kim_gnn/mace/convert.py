@@ -412,7 +412,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
 
     with default_dtype(dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = _copy_model(original).eval()
+        model = _copy_model(original).eval().to("cpu")  # a portable model is saved on the CPU
         readouts = [_head_readout(r, READOUT_KINDS[k], head_index, len(info.heads), dtype)
                     for r, k in zip(model.readouts, info.readouts)]
         staged = StagedMACE(
