@@ -137,6 +137,17 @@ class StagedModelSpec:
         )
 
 
+def file_sha256(path: str) -> str:
+    """SHA-256 of a source model file, as recorded in ``source_sha256``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def attach_spec(scripted, spec: StagedModelSpec):
     """Give a scripted staged model its spec, so that ``scripted.save(path)``
     writes the ``kim_gnn/*`` provenance extra files with it."""

@@ -11,3 +11,10 @@ class KimGnnError(Exception):
 
 class UnsupportedModelError(KimGnnError):
     """The model contains something kim_gnn cannot convert exactly."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (torch's often run to a C++
+    traceback), cut to ``limit`` characters; the exception's type if empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

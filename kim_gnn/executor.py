@@ -18,7 +18,7 @@ import torch
 
 from . import contract
 from .contract import StagedModelSpec
-from .errors import KimGnnError
+from .errors import KimGnnError, first_line
 from .graphs import StagedGraphs, build_staged_graphs
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -57,7 +57,7 @@ def load_unfrozen(path: PathLike, device: str = "cpu"):
     try:
         module = torch.jit.load(model_file, map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces
-        raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({str(exc).splitlines()[0][:200]})") from None
+        raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({first_line(exc)})") from None
     return module, StagedModelSpec.from_extra_files(extra)
 
 
@@ -75,7 +75,7 @@ def load_staged_model(path: PathLike, device: str = "cpu"):
     try:
         module = torch.jit.freeze(module)
     except Exception as exc:
-        raise KimGnnError(f"{path} cannot be frozen as the driver freezes it ({str(exc).splitlines()[0][:200]})") from None
+        raise KimGnnError(f"{path} cannot be frozen as the driver freezes it ({first_line(exc)})") from None
     torch.jit.set_fusion_strategy(contract.FUSION_STRATEGY)
     return module, spec
 

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .adapters import detect_adapter
-from .errors import KimGnnError
+from .errors import KimGnnError, first_line
 from .executor import read_spec, resolve_model_file
 from .graphs import check_structure, species_indices
 from .structures import Case, Expected, battery, property_cases
@@ -121,7 +121,7 @@ def _load_user_structures(structures, species: Sequence[str]) -> List[Case]:
         try:
             frames = ase.io.read(path, index=":")
         except Exception as exc:
-            raise KimGnnError(f"cannot read structures from {path} ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+            raise KimGnnError(f"cannot read structures from {path} ({first_line(exc, 160)})") from None
         for f, atoms in enumerate(frames):
             label = os.path.basename(path) + (f"[{f}]" if len(frames) > 1 else "")
             cases.append(Case(label, atoms))

@@ -81,3 +81,63 @@ class MACEModels:
 def mace_models(tmp_path_factory):
     pytest.importorskip("mace")
     return MACEModels(str(tmp_path_factory.mktemp("mace-models")))
+
+
+class StagedRuns:
+    """Run a converted model under the conditions of the C++ driver that a
+    Python test process does not have by itself."""
+
+    BLOCKED = ("nequip", "e3nn", "mace")
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+
+    @staticmethod
+    def under_default_dtypes(path, atoms):
+        """Results with torch's default dtype float32 (as in the driver), then float64."""
+        import torch
+
+        from kim_gnn.executor import StagedExecutor
+
+        results = []
+        for dtype in (torch.float32, torch.float64):
+            previous = torch.get_default_dtype()
+            torch.set_default_dtype(dtype)
+            try:
+                results.append(StagedExecutor(path).run(atoms))
+            finally:
+                torch.set_default_dtype(previous)
+        return results
+
+    def energy_without_architecture_packages(self, path, atoms) -> float:
+        """The energy from a fresh process with default torch settings in
+        which nequip, e3nn and mace cannot be imported."""
+        import pickle
+        import subprocess
+        import sys
+        import textwrap
+
+        atoms_file = self.tmp_path / "atoms.pkl"
+        atoms_file.write_bytes(pickle.dumps(atoms))
+        script = self.tmp_path / "run_blocked.py"
+        script.write_text(textwrap.dedent(f"""
+            import pickle, sys
+            class Block:
+                def find_spec(self, name, path=None, target=None):
+                    if name.split('.')[0] in {self.BLOCKED!r}:
+                        raise ImportError(name)
+            sys.meta_path.insert(0, Block())
+            import torch
+            from kim_gnn.executor import StagedExecutor
+            atoms = pickle.loads(open({str(atoms_file)!r}, 'rb').read())
+            r = StagedExecutor({str(path)!r}).run(atoms)
+            assert torch.get_default_dtype() == torch.float32
+            print(repr(r.energy))
+        """))
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+        return float(out.stdout.strip())
+
+
+@pytest.fixture
+def staged_runs(tmp_path):
+    return StagedRuns(tmp_path)

@@ -20,7 +20,6 @@ compile.
 """
 
 import copy
-import hashlib
 import os
 import warnings
 import zipfile
@@ -32,7 +31,7 @@ import torch
 from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
-from ..errors import KimGnnError, UnsupportedModelError
+from ..errors import KimGnnError, UnsupportedModelError, first_line
 from ..reference import default_dtype
 
 SUPPORTED_MODEL_CLASSES = ("MACE", "ScaleShiftMACE")
@@ -85,14 +84,6 @@ class MACEModelInfo:
     @property
     def influence_distance(self) -> float:
         return self.r_max * self.num_layers
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def import_mace():
@@ -177,8 +168,7 @@ def load_mace_model(path) -> torch.nn.Module:
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise KimGnnError(f"{path} cannot be loaded as a MACE model ({first})") from None
+        raise KimGnnError(f"{path} cannot be loaded as a MACE model ({first_line(exc)})") from None
     if isinstance(obj, dict):
         keys = ", ".join(sorted(map(str, obj))[:5])
         raise UnsupportedModelError(
@@ -265,14 +255,16 @@ def _mace_version() -> str:
 def inspect_mace(model_or_path, head: Optional[str] = None) -> MACEModelInfo:
     """What a MACE model is, checked part by part; refuses what cannot be
     converted exactly, naming the part."""
-    source_file, sha = "", ""
-    if isinstance(model_or_path, torch.nn.Module):
-        model = model_or_path
-    else:
-        path = os.fspath(model_or_path)
-        model = load_mace_model(path)
-        source_file, sha = os.path.basename(path), _sha256(path)
+    model, source_file, sha = _load_source(model_or_path)
     return _info(model, head, source_file, sha)
+
+
+def _load_source(model_or_path):
+    """(model, source file name, its SHA-256) of a ``.model`` path or an in-memory module."""
+    if isinstance(model_or_path, torch.nn.Module):
+        return model_or_path, "<in-memory model>", ""
+    path = os.fspath(model_or_path)
+    return load_mace_model(path), os.path.basename(path), contract.file_sha256(path)
 
 
 def _info(model, head: Optional[str], source_file: str = "", sha: str = "") -> MACEModelInfo:
@@ -400,12 +392,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     """
     from .staged import StagedMACE, StagedZBL
 
-    if isinstance(model_or_path, torch.nn.Module):
-        original, source_file, sha = model_or_path, "<in-memory model>", ""
-    else:
-        path = os.fspath(model_or_path)
-        original = load_mace_model(path)
-        source_file, sha = os.path.basename(path), _sha256(path)
+    original, source_file, sha = _load_source(model_or_path)
     info = _info(original, head, source_file, sha)
     head_index = info.heads.index(info.head)
     dtype = info.model_dtype
@@ -436,9 +423,8 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             entry = contract.positional_entry_class(info.num_layers)(staged).eval()
             scripted = torch.jit.script(entry)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UnsupportedModelError(
-                f"the staged MACE model could not be compiled to TorchScript ({type(exc).__name__}: {first})"
+                f"the staged MACE model could not be compiled to TorchScript ({type(exc).__name__}: {first_line(exc)})"
             ) from None
 
     import e3nn

@@ -18,7 +18,6 @@ writes for the default energy models and refuses anything else by name:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -28,7 +27,7 @@ import torch
 from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
-from ..errors import KimGnnError, UnsupportedModelError
+from ..errors import KimGnnError, UnsupportedModelError, first_line
 from .staged import StagedNequIP
 
 METADATA_KEYS = (
@@ -66,14 +65,6 @@ class NequIPModelInfo:
     @property
     def influence_distance(self) -> float:
         return self.r_max * self.num_layers
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dtype(name: str, default: torch.dtype) -> torch.dtype:
@@ -116,8 +107,7 @@ def load_deployed(path) -> Tuple[torch.jit.ScriptModule, Dict[str, str]]:
     try:
         module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise KimGnnError(f"{path} is not a TorchScript file that torch can load ({first})") from None
+        raise KimGnnError(f"{path} is not a TorchScript file that torch can load ({first_line(exc)})") from None
     metadata = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
     if not metadata.get("nequip_version"):
         raise UnsupportedModelError(f"{path} is TorchScript but not a NequIP deployed model (no nequip_version metadata)")
@@ -287,7 +277,7 @@ def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
     num_layers = sum(1 for _, c in func.named_children() if _original_name(c) == "ConvNetLayer")
     return NequIPModelInfo(
         path=path,
-        sha256=_sha256(path),
+        sha256=contract.file_sha256(path),
         metadata=metadata,
         nequip_version=version,
         r_max=r_max,
@@ -331,7 +321,7 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
         scripted = torch.jit.script(entry)
     except Exception as exc:
         raise UnsupportedModelError(
-            f"the staged NequIP model could not be compiled to TorchScript ({str(exc).strip().splitlines()[0][:200]})"
+            f"the staged NequIP model could not be compiled to TorchScript ({first_line(exc)})"
         ) from None
 
     spec = StagedModelSpec(

@@ -1,9 +1,6 @@
 """The NequIP adapter: what it carries over, what it refuses, where it runs."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -57,44 +54,21 @@ def test_forward_signature_and_outputs_follow_the_contract(nequip_models):
     assert torch.all(out[: graphs.num_contributing] != 0)
 
 
-def test_same_numbers_whatever_the_default_dtype(nequip_models):
+def test_same_numbers_whatever_the_default_dtype(nequip_models, staged_runs):
     """The C++ driver runs with float32 as torch's default dtype."""
-    path = nequip_models.converted(**OPTIONS)
     atoms = bulk("Si", "diamond", a=5.0, cubic=True)
     atoms.symbols[0] = "C"
     atoms.rattle(0.05, seed=0)
-    results = []
-    for dtype in (torch.float32, torch.float64):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            results.append(StagedExecutor(path).run(atoms))
-        finally:
-            torch.set_default_dtype(previous)
+    results = staged_runs.under_default_dtypes(nequip_models.converted(**OPTIONS), atoms)
     assert results[0].energy == results[1].energy
     assert np.array_equal(results[0].forces, results[1].forces)
 
 
-def test_runs_where_nequip_and_e3nn_cannot_be_imported(nequip_models, tmp_path):
-    path = nequip_models.converted(**OPTIONS)
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('nequip', 'e3nn', 'mace'):
-                    raise ImportError(name)
-        sys.meta_path.insert(0, Block())
-        import torch
-        from ase.build import bulk
-        from kim_gnn.executor import StagedExecutor
-        r = StagedExecutor({path!r}).run(bulk('Si', 'diamond', a=5.43))
-        assert torch.get_default_dtype() == torch.float32
-        print(repr(r.energy))
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
-    expected = NequIPOriginal(nequip_models.deployed(**OPTIONS)).evaluate(bulk("Si", "diamond", a=5.43)).energy
-    assert abs(float(out.stdout.strip()) - expected) < 1e-10 * max(1.0, abs(expected))
+def test_runs_where_nequip_and_e3nn_cannot_be_imported(nequip_models, staged_runs):
+    atoms = bulk("Si", "diamond", a=5.43)
+    energy = staged_runs.energy_without_architecture_packages(nequip_models.converted(**OPTIONS), atoms)
+    expected = NequIPOriginal(nequip_models.deployed(**OPTIONS)).evaluate(atoms).energy
+    assert abs(energy - expected) < 1e-10 * max(1.0, abs(expected))
 
 
 def test_global_energy_shift_is_refused(nequip_models, tmp_path):
