@@ -137,6 +137,22 @@ class StagedModelSpec:
         )
 
 
+def script_staged(staged, spec: StagedModelSpec, label: str):
+    """Wrap a staged module in the driver's positional entry point, compile it
+    to TorchScript and attach its spec; a model that does not compile is
+    refused (``label`` names it in the message), never half-emitted."""
+    from .errors import UnsupportedModelError, first_line
+
+    entry = positional_entry_class(spec.num_layers)(staged).eval()
+    try:
+        scripted = torch.jit.script(entry)
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"the staged {label} model could not be compiled to TorchScript ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
+    return attach_spec(scripted, spec)
+
+
 def file_sha256(path: str) -> str:
     """SHA-256 of a source model file, as recorded in ``source_sha256``."""
     import hashlib

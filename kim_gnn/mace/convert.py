@@ -420,11 +420,9 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             from e3nn.util import jit as e3nn_jit
 
             staged = e3nn_jit.compile(staged)
-            entry = contract.positional_entry_class(info.num_layers)(staged).eval()
-            scripted = torch.jit.script(entry)
         except Exception as exc:
             raise UnsupportedModelError(
-                f"the staged MACE model could not be compiled to TorchScript ({type(exc).__name__}: {first_line(exc)})"
+                f"e3nn could not compile the MACE model's parts to TorchScript ({type(exc).__name__}: {first_line(exc)})"
             ) from None
 
     import e3nn
@@ -455,4 +453,6 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             "e3nn_version": getattr(e3nn, "__version__", ""),
         },
     )
-    return contract.attach_spec(scripted, spec)
+    with default_dtype(dtype), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return contract.script_staged(staged, spec, "MACE")

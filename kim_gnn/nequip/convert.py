@@ -316,14 +316,6 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
         rescale_shifts=shifts,
         model_dtype=info.model_dtype,
     )
-    entry = contract.positional_entry_class(info.num_layers)(staged).eval()
-    try:
-        scripted = torch.jit.script(entry)
-    except Exception as exc:
-        raise UnsupportedModelError(
-            f"the staged NequIP model could not be compiled to TorchScript ({first_line(exc)})"
-        ) from None
-
     spec = StagedModelSpec(
         species=info.species,
         cutoff=info.r_max,
@@ -342,4 +334,4 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
             "e3nn_version": metadata.get("e3nn_version", ""),
         },
     )
-    return contract.attach_spec(scripted, spec)
+    return contract.script_staged(staged, spec, "NequIP")
