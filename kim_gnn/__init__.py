@@ -9,42 +9,35 @@ e3nn nor an architecture package; adapters import theirs when used.
 from ._version import __version__
 from .errors import KimGnnError, UnsupportedModelError
 
+#: Public name -> (submodule, attribute). Imported on first use: importing
+#: kim_gnn stays cheap (no torch, no ASE). No public name may equal a
+#: submodule's name: importing that submodule would rebind the package
+#: attribute to the module (``kim_gnn.verify`` was once the module, not the
+#: function, for that reason).
+_LAZY = {
+    "convert_nequip": (".nequip", "convert_nequip"),
+    "convert_mace": (".mace", "convert_mace"),
+    "convert": (".adapters", "convert"),
+    "verify": (".harness", "verify"),
+    "StagedCalculator": (".calculator", "StagedCalculator"),
+    "write_portable_model": (".export", "write_portable_model"),
+    "build_staged_graphs": (".graphs", "build_staged_graphs"),
+}
+
 
 def __getattr__(name):
-    # Lazy: importing kim_gnn must stay cheap and must not import ASE/torch
-    # pieces that a caller does not use.
-    if name == "convert_nequip":
-        from .nequip import convert_nequip
+    if name in _LAZY:
+        import importlib
 
-        return convert_nequip
-    if name == "convert_mace":
-        from .mace import convert_mace
-
-        return convert_mace
-    if name == "verify":
-        from .verify import verify
-
-        return verify
-    if name == "StagedCalculator":
-        from .calculator import StagedCalculator
-
-        return StagedCalculator
-    if name == "write_portable_model":
-        from .export import write_portable_model
-
-        return write_portable_model
-    if name == "build_staged_graphs":
-        from .graphs import build_staged_graphs
-
-        return build_staged_graphs
-    if name == "convert":
-        from .convert import convert
-
-        return convert
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module, __name__), attribute)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'kim_gnn' has no attribute {name!r}")
 
 
-__all__ = [
-    "__version__", "KimGnnError", "UnsupportedModelError", "convert_nequip", "convert_mace", "verify",
-    "StagedCalculator", "write_portable_model", "build_staged_graphs", "convert",
-]
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["__version__", "KimGnnError", "UnsupportedModelError", *_LAZY]

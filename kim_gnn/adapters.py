@@ -27,6 +27,19 @@ class Adapter:
     original: Callable[[object, object], object]
     options: Tuple[str, ...] = ()
     detect_module: Optional[Callable[[object], bool]] = None
+    #: The distribution (pip name) of the architecture package, for reports.
+    package: str = ""
+
+    def package_version(self) -> str:
+        """The installed version of the architecture package, '' if absent."""
+        if not self.package:
+            return ""
+        try:
+            from importlib.metadata import version
+
+            return version(self.package)
+        except Exception:
+            return ""
 
     def check_options(self, options: Dict[str, object]) -> Dict[str, object]:
         """The options that were given (not None); refuse those this adapter does not take."""
@@ -132,9 +145,10 @@ def _mace_original(source, spec=None):
 
 
 ADAPTERS = [
-    Adapter("nequip", _is_nequip_deployed, _nequip_convert, _nequip_describe, _nequip_original),
+    Adapter("nequip", _is_nequip_deployed, _nequip_convert, _nequip_describe, _nequip_original,
+            package="nequip"),
     Adapter("mace", _is_mace_file, _mace_convert, _mace_describe, _mace_original,
-            options=("head",), detect_module=_is_mace_module),
+            options=("head",), detect_module=_is_mace_module, package="mace-torch"),
 ]
 
 
@@ -172,3 +186,14 @@ def detect_adapter(source) -> Adapter:
     raise UnsupportedModelError(
         f"{path} is not a model of a supported architecture (supported: {', '.join(a.name for a in ADAPTERS)})"
     )
+
+
+def convert(source, **options):
+    """Detect the architecture of ``source`` (a model file, or an in-memory
+    module an adapter accepts) and convert it with its adapter.
+    ``options`` (e.g. ``head="Default"`` for MACE) go to the adapter; one it
+    does not take is an error."""
+    adapter = detect_adapter(source)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    return adapter.convert(source, **adapter.check_options(options))

@@ -45,6 +45,44 @@ def default_item_name(source: str) -> str:
     return f"{stem}__MO_000000000000_000"
 
 
+def check_output_file(path: str, what: str) -> str:
+    """Refuse, before any work starts, an output file that cannot be written."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise KimGnnError(f"{what} {path} is a directory; give a file name")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise KimGnnError(f"cannot write {what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise KimGnnError(f"cannot write {what} {path}: directory {parent} is not writable")
+    return path
+
+
+def check_output_directory(path: str, what: str, force: bool = False) -> str:
+    """Refuse, before any work starts, an output directory that cannot be made."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise KimGnnError(f"{what} {path} exists and is not a directory")
+    if os.path.isdir(path) and not force:
+        raise KimGnnError(f"{path} already exists; pass --force to replace it")
+    parent = os.path.dirname(path.rstrip(os.sep))
+    if not os.path.isdir(parent):
+        raise KimGnnError(f"cannot create {what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise KimGnnError(f"cannot create {what} {path}: directory {parent} is not writable")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_convert(args) -> int:
     from .adapters import detect_adapter
     from .export import write_portable_model
@@ -53,8 +91,7 @@ def cmd_convert(args) -> int:
     out = args.output or default_item_name(args.model)
     contract.validate_item_name(os.path.basename(os.path.abspath(out)))
     contract.validate_driver_name(args.driver_name)
-    if os.path.exists(out) and not args.force:
-        raise KimGnnError(f"{out} already exists; pass --force to replace it")
+    check_output_directory(out, "output directory", force=args.force)
     options = adapter.check_options({"head": args.head})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = adapter.convert(args.model, **options)
@@ -65,14 +102,21 @@ def cmd_convert(args) -> int:
           f"{spec.num_layers} layers; influence distance {spec.influence_distance:g} A; {spec.model_dtype}"
           + (f"; head {spec.details['head']}" if spec.details.get("head") else ""))
     if args.verify:
-        return _run_verify(args.model, path, None, False, True, args.quiet, None)
+        return _run_verify(args.model, path, None, False, True, args.quiet, None, None)
     print(f"check it with: kim-gnn verify {args.model} {path}")
     return 0
 
 
-def _run_verify(original, converted, structures, builtin, properties, quiet, json_out) -> int:
-    from .verify import verify
+def _run_verify(original, converted, structures, builtin, properties, quiet, json_out, plot_out) -> int:
+    from .harness import verify
 
+    if json_out:
+        check_output_file(json_out, "JSON report")
+    if plot_out:
+        check_output_file(plot_out, "plot")
+        from .plots import require_matplotlib
+
+        require_matplotlib()
     report = verify(
         original, converted, structures=structures or None, properties=properties,
         include_builtin=builtin or not structures, progress=_progress(quiet),
@@ -82,12 +126,17 @@ def _run_verify(original, converted, structures, builtin, properties, quiet, jso
     if json_out:
         report.write_json(json_out)
         print(f"report written to {json_out}")
+    if plot_out:
+        from .plots import write_parity_plot
+
+        write_parity_plot(report, plot_out)
+        print(f"parity plot written to {plot_out}")
     return 0 if report.passed else 1
 
 
 def cmd_verify(args) -> int:
     return _run_verify(args.original, args.converted, args.structures, args.builtin,
-                       not args.no_properties, args.quiet, args.json)
+                       not args.no_properties, args.quiet, args.json, args.plot)
 
 
 def describe(path: str, head: Optional[str] = None) -> dict:
@@ -117,6 +166,15 @@ def describe(path: str, head: Optional[str] = None) -> dict:
     return {"kind": "original model", **adapter.describe(path, **adapter.check_options({"head": head}))}
 
 
+def _shown(value) -> str:
+    """How ``info`` prints a value: lists space-separated, nothing as 'none'."""
+    if isinstance(value, (list, tuple)):
+        value = " ".join(str(x) for x in value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "none"
+    return str(value)
+
+
 def _is_converted(path: str) -> bool:
     import zipfile
 
@@ -131,73 +189,106 @@ def cmd_info(args) -> int:
     if not os.path.exists(args.model):
         raise KimGnnError(f"no such file: {args.model}")
     info = describe(args.model, head=args.head)
+    info = {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in info.items()}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         width = max(len(k) for k in info)
         for k, v in info.items():
-            if isinstance(v, list):
-                v = " ".join(str(x) for x in v)
-            print(f"{k:<{width}}  {v}")
+            print(f"{k:<{width}}  {_shown(v)}")
     return 0
+
+
+def default_example_dir(architecture: str) -> str:
+    return f"kim-gnn-example-{architecture}"
 
 
 def cmd_example(args) -> int:
     """Build a small seeded model, convert it, verify it."""
+    import shutil
+
     from .export import write_portable_model
 
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(args.out or default_example_dir(args.architecture))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise KimGnnError(f"--out {out} exists and is not a directory")
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        raise KimGnnError(f"cannot create {out}: directory {parent} does not exist")
+    created = not os.path.exists(out)
+    item = os.path.join(out, EXAMPLE_ITEMS[args.architecture])
+    original = os.path.join(out, "example.model" if args.architecture == "mace" else "deployed.pth")
+    report_file = os.path.join(out, "verify-report.json")
+    written = [original, item, report_file]
     os.makedirs(out, exist_ok=True)
-    if args.architecture == "mace":
-        from .mace import convert_mace
-        from .mace.example import build_example_mace
+    try:
+        if args.architecture == "mace":
+            from .mace import convert_mace
+            from .mace.example import build_example_mace
 
-        original = os.path.join(out, "example.model")
-        item = os.path.join(out, EXAMPLE_ITEMS["mace"])
-        print(f"building a seeded random ScaleShiftMACE model ({args.layers} interactions, Si, {args.dtype}) "
-              f"-> {original}", file=sys.stderr)
-        build_example_mace(original, species=("Si",), num_interactions=args.layers, model_dtype=args.dtype, seed=0)
-        print("converting to a staged KIM model ...", file=sys.stderr)
-        staged = convert_mace(original)
-    else:
-        from .nequip import convert_nequip
-        from .nequip.example import build_example_nequip
+            print(f"building a seeded random ScaleShiftMACE model ({args.layers} interactions, Si, {args.dtype}) "
+                  f"-> {original}", file=sys.stderr)
+            build_example_mace(original, species=("Si",), num_interactions=args.layers, model_dtype=args.dtype,
+                               seed=0)
+            print("converting to a staged KIM model ...", file=sys.stderr)
+            staged = convert_mace(original)
+        else:
+            from .nequip import convert_nequip
+            from .nequip.example import build_example_nequip
 
-        original = os.path.join(out, "deployed.pth")
-        item = os.path.join(out, EXAMPLE_ITEMS["nequip"])
-        print(f"building a seeded random NequIP 0.6 model ({args.layers} layers, Si, {args.dtype}) -> {original}",
-              file=sys.stderr)
-        build_example_nequip(original, species=("Si",), num_layers=args.layers, model_dtype=args.dtype, seed=0)
-        print("converting to a staged KIM model ...", file=sys.stderr)
-        staged = convert_nequip(original)
-    write_portable_model(staged, item, force=True)
-    print("verifying against the original periodic model ...", file=sys.stderr)
-    code = _run_verify(original, item, None, True, True, args.quiet, os.path.join(out, "verify-report.json"))
+            print(f"building a seeded random NequIP 0.6 model ({args.layers} layers, Si, {args.dtype}) "
+                  f"-> {original}", file=sys.stderr)
+            build_example_nequip(original, species=("Si",), num_layers=args.layers, model_dtype=args.dtype, seed=0)
+            print("converting to a staged KIM model ...", file=sys.stderr)
+            staged = convert_nequip(original)
+        write_portable_model(staged, item, force=True)
+        print("verifying against the original periodic model ...", file=sys.stderr)
+        code = _run_verify(original, item, None, True, True, args.quiet, report_file, None)
+    except BaseException:
+        # Leave nothing half-made behind: the whole directory if this run made
+        # it, else the files this run writes.
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for path in written:
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                elif os.path.exists(path):
+                    os.unlink(path)
+        raise
     print(f"original model:       {original}")
     print(f"KIM portable model:   {item}")
+    print(f"verification report:  {report_file}")
     print(f"install it with:      kim-api-collections-management install user {item}")
     return code
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --debug is accepted before and after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks on errors (exit codes stay the same)")
+
     parser = argparse.ArgumentParser(
         prog="kim-gnn",
+        parents=[common],
         description="Turn periodic GNN interatomic potentials (NequIP 0.5/0.6 deployed models, MACE / "
                     "ScaleShiftMACE .model files) into staged, local KIM portable models for the OpenKIM TorchML "
                     "driver, and prove them equal to the original.",
+        epilog="Exit codes: 0 success, 1 verification failed, 2 bad input (one 'kim-gnn: error:' line), "
+               "3 internal error.",
     )
     parser.add_argument("--version", action="version", version=f"kim-gnn {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("convert", help="convert a model file into a KIM portable model directory",
+    p = sub.add_parser("convert", parents=[common], help="convert a model file into a KIM portable model directory",
                        description="Read MODEL (a NequIP deployed.pth or a MACE .model; the architecture is recognised "
                                    "from the file), rewrite it as staged graph convolution and write "
                                    "a KIM portable model directory: CMakeLists.txt, file.param, model.pt. The directory "
                                    "name is the KIM item name. Nothing is left behind on failure.")
     p.add_argument("model", help="the trained model file (NequIP 0.5/0.6 deployed.pth, MACE .model)")
     p.add_argument("--head", help="multi-head MACE models: the head to convert (default: the only head, else the "
-                                  "one named 'default'); recorded in the converted model")
+                                  "one named 'default', in any case); recorded in the converted model")
     p.add_argument("-o", "--output", help="output directory, named like Name__MO_000000000000_000 "
                                           "(default: from the model file name)")
     p.add_argument("--driver-name", default=contract.DEFAULT_DRIVER_NAME,
@@ -207,11 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("verify", help="compare a converted model with the original periodic model",
+    p = sub.add_parser("verify", parents=[common], help="compare a converted model with the original periodic model",
                        description="Evaluate the original model on periodic structures (its own cell and shifts) and "
                                    "the converted model as the TorchML driver runs it (fresh process, default torch "
-                                   "settings); report energy, force, stress and per-atom energy errors. Exits 1 if any "
-                                   "structure fails.")
+                                   "settings); report energy (eV), force (eV/A), stress (eV/A^3) and per-atom energy "
+                                   "errors. Exits 1 if any structure fails.")
     p.add_argument("original", help="the original model file")
     p.add_argument("converted", help="converted model.pt or KIM portable model directory")
     p.add_argument("--structures", nargs="+", metavar="FILE", help="structure files (any format ASE reads); "
@@ -219,21 +310,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--builtin", action="store_true", help="also run the built-in battery with --structures")
     p.add_argument("--no-properties", action="store_true",
                    help="skip rotation/translation/permutation/supercell/padding checks")
-    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON (with versions, time and machine)")
+    p.add_argument("--plot", metavar="FILE", help="write a parity plot (converted vs original energies per atom, "
+                                                  "per-atom energies and force components, error distribution); "
+                                                  "PNG, PDF or SVG by suffix; needs matplotlib")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("info", help="describe a model file (original or converted)")
+    p = sub.add_parser("info", parents=[common], help="describe a model file (original or converted)")
     p.add_argument("model", help="original model file, converted model.pt or portable model directory")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--head", help="multi-head MACE models: the head to describe")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("example", help="build, convert and verify a small seeded model (NequIP 0.6 or MACE)")
+    p = sub.add_parser("example", parents=[common],
+                       help="build, convert and verify a small seeded model (NequIP 0.6 or MACE)")
     p.add_argument("--architecture", choices=("nequip", "mace"), default="nequip",
                    help="which kind of model to build (default nequip; needs nequip 0.6 or mace-torch)")
-    p.add_argument("--out", default="kim-gnn-example", help="working directory (default ./kim-gnn-example)")
-    p.add_argument("--layers", type=int, default=3, help="message-passing layers / interactions (default 3)")
+    p.add_argument("--out", help="working directory (default ./kim-gnn-example-ARCHITECTURE); it receives the "
+                                 "original model, the KIM portable model and verify-report.json")
+    p.add_argument("--layers", type=_positive_int, default=3,
+                   help="message-passing layers / interactions, at least 1 (default 3)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="model dtype")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_example)
@@ -243,22 +340,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
         return args.func(args)
     except KimGnnError as exc:
-        if args.debug:
-            raise
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"kim-gnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kim-gnn: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug in kim-gnn, not the user's input
-        if args.debug:
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"kim-gnn: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        from .errors import first_line
+
+        print(f"kim-gnn: internal error: {type(exc).__name__}: {first_line(exc)} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
         return 3
 
 

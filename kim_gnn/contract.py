@@ -14,20 +14,32 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
-import torch
-
 from .errors import KimGnnError
 
 #: Name of the published OpenKIM TorchML model driver.
 DEFAULT_DRIVER_NAME = "TorchML__MD_173118614730_000"
 
-#: dtypes of the driver's inputs (species, coordinates, edge_index_k, contributions).
-SPECIES_DTYPE = torch.int64
-COORDINATES_DTYPE = torch.float64
-EDGE_INDEX_DTYPE = torch.int64
-CONTRIBUTIONS_DTYPE = torch.int64
-#: dtype of every output tensor.
-OUTPUT_DTYPE = torch.float64
+#: dtypes of the driver's inputs (species, coordinates, edge_index_k,
+#: contributions) and of every output tensor, by torch dtype name. The
+#: ``torch.dtype`` objects are the module attributes ``SPECIES_DTYPE``,
+#: ``COORDINATES_DTYPE``, ``EDGE_INDEX_DTYPE``, ``CONTRIBUTIONS_DTYPE`` and
+#: ``OUTPUT_DTYPE``, resolved on first use so that importing the contract (and
+#: so ``kim-gnn --help``) does not import torch.
+DTYPE_NAMES = {
+    "SPECIES_DTYPE": "int64",
+    "COORDINATES_DTYPE": "float64",
+    "EDGE_INDEX_DTYPE": "int64",
+    "CONTRIBUTIONS_DTYPE": "int64",
+    "OUTPUT_DTYPE": "float64",
+}
+
+
+def __getattr__(name):
+    if name in DTYPE_NAMES:
+        import torch
+
+        return getattr(torch, DTYPE_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: ``contributions`` values: note the inversion of KIM's own flag.
 CONTRIBUTING = 0
@@ -141,6 +153,8 @@ def script_staged(staged, spec: StagedModelSpec, label: str):
     """Wrap a staged module in the driver's positional entry point, compile it
     to TorchScript and attach its spec; a model that does not compile is
     refused (``label`` names it in the message), never half-emitted."""
+    import torch
+
     from .errors import UnsupportedModelError, first_line
 
     entry = positional_entry_class(spec.num_layers)(staged).eval()

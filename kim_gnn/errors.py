@@ -15,6 +15,13 @@ class UnsupportedModelError(KimGnnError):
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (torch's often run to a C++
-    traceback), cut to ``limit`` characters; the exception's type if empty."""
+    traceback), shortened to about ``limit`` characters at a word boundary
+    (marked with '...'); the exception's type if empty."""
     text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0].strip()
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return cut + " ..."

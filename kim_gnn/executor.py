@@ -50,9 +50,31 @@ def resolve_model_file(path: PathLike) -> str:
     return path
 
 
+def _check_torchscript_archive(model_file: str) -> None:
+    """Refuse, in words, a file that cannot be a converted model before torch
+    tries to load it (its own messages are C++ reader errors)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(model_file):
+        raise KimGnnError(
+            f"{model_file} is not a converted kim-gnn model: not a TorchScript archive (not even a zip file); "
+            "give the model.pt that `kim-gnn convert` wrote, or its KIM portable model directory"
+        )
+    try:
+        with zipfile.ZipFile(model_file) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise KimGnnError(f"{model_file} is a damaged archive ({first_line(exc)})") from None
+    if not any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        raise KimGnnError(
+            f"{model_file} is a PyTorch archive (torch.save) but not TorchScript: not a converted kim-gnn model"
+        )
+
+
 def load_unfrozen(path: PathLike, device: str = "cpu"):
     """The converted model as saved, with its spec; (module, spec)."""
     model_file = resolve_model_file(path)
+    _check_torchscript_archive(model_file)
     extra = contract.empty_extra_files()
     try:
         module = torch.jit.load(model_file, map_location=device, _extra_files=extra)

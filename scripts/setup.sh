@@ -1,17 +1,48 @@
 #!/usr/bin/env bash
-# Create .venv with the "legacy" architecture set (torch 2.13.0 CPU, e3nn 0.4.4,
+# Create .venv with the "legacy" architecture set (torch 2.13.0, e3nn 0.4.4,
 # nequip 0.6.2, mace-torch 0.3.16) and kim-gnn installed in editable mode.
-# Safe to run again: it only installs what is missing.
+# Safe to run again: it only installs what is missing. Prints one line per step.
+#
+# Which torch build you get: torch is installed first, pinned to 2.13.0, so that
+# no later resolve can pick another version. On plain PyPI, `torch==2.13.0` for
+# Linux x86_64 is the CUDA build (it pulls several GB of nvidia-* packages): the
+# right choice on a machine with an NVIDIA GPU. Without a GPU, point
+# KIM_GNN_TORCH_INDEX at PyTorch's CPU wheel index
+# (KIM_GNN_TORCH_INDEX=https://download.pytorch.org/whl/cpu) to get the ~200 MB
+# CPU build instead. Machines whose pip is configured with a local CPU wheel
+# (this project's CI) get that one without setting anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+step() { echo "setup: $*"; }
+
 if [ ! -x .venv/bin/python ]; then
+    step "creating .venv with $("$PYTHON" --version 2>&1)"
     "$PYTHON" -m venv .venv
+else
+    step ".venv exists ($(.venv/bin/python --version 2>&1))"
 fi
-PIP=".venv/bin/python -m pip"
-# torch first and pinned: an unpinned resolve downloads the CUDA build.
-if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-    $PIP install --quiet --disable-pip-version-check "torch==2.13.0"
+PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+
+if .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+    step "torch $TORCH_VERSION already installed"
+else
+    if [ -n "${KIM_GNN_TORCH_INDEX:-}" ]; then
+        step "installing torch==$TORCH_VERSION from $KIM_GNN_TORCH_INDEX (about 1 minute)"
+        "${PIP[@]}" install --quiet "torch==$TORCH_VERSION" --index-url "$KIM_GNN_TORCH_INDEX"
+    else
+        step "installing torch==$TORCH_VERSION (about 1 minute; see the comment at the top for CPU vs CUDA builds)"
+        "${PIP[@]}" install --quiet "torch==$TORCH_VERSION"
+    fi
 fi
-$PIP install --quiet --disable-pip-version-check -e ".[legacy,test]"
-TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 .venv/bin/python -W ignore -c "import kim_gnn, torch, nequip, e3nn; print('kim-gnn', kim_gnn.__version__, '| torch', torch.__version__, '| nequip', nequip.__version__, '| e3nn', e3nn.__version__)"
+
+step "installing kim-gnn (editable) with e3nn 0.4.4, nequip 0.6.2, mace-torch 0.3.16 and the test tools"
+# The constraint keeps pip from replacing the torch installed above.
+CONSTRAINTS=$(mktemp)
+trap 'rm -f "$CONSTRAINTS"' EXIT
+echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
+"${PIP[@]}" install --quiet -c "$CONSTRAINTS" -e ".[legacy,test]"
+
+step "checking the environment"
+TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 .venv/bin/python -W ignore -c "import kim_gnn, torch, nequip, e3nn; print('setup: ready: kim-gnn', kim_gnn.__version__, '| torch', torch.__version__, '| nequip', nequip.__version__, '| e3nn', e3nn.__version__)"

@@ -97,7 +97,11 @@ def import_mace():
         return sys.modules["mace"]
     buffer = io.StringIO()
     try:
-        with contextlib.redirect_stdout(buffer):
+        # e3nn 0.4.4 torch.loads its constants on import; with
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set (which it needs on torch >= 2.6)
+        # torch warns about it on every command. Nothing a user can act on.
+        with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
             import mace.data  # noqa: F401
             import mace.modules  # noqa: F401
             import mace.tools  # noqa: F401
@@ -219,9 +223,14 @@ def choose_head(heads: List[str], head: Optional[str]) -> str:
     """The head to convert: the one asked for, else the only one, else the
     one named 'default' (any case), as MACE's own calculator chooses."""
     if head is not None:
-        if head not in heads:
-            raise KimGnnError(f"the model has no head {head!r}; its heads are: {', '.join(heads)}")
-        return head
+        if head in heads:
+            return head
+        # Head names are matched exactly first, then ignoring case (mace-torch
+        # names its default head "Default"; users type "default").
+        folded = [h for h in heads if h.lower() == head.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        raise KimGnnError(f"the model has no head {head!r}; its heads are: {', '.join(heads)}")
     if len(heads) == 1:
         return heads[0]
     defaults = [h for h in heads if h.lower() == "default"]

@@ -9,6 +9,7 @@ to non-trivial values so that conversion must carry them.
 
 import os
 import tempfile
+import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -57,7 +58,10 @@ def build_example_mace(
     from .convert import import_mace
 
     import_mace()
-    with default_dtype(getattr(torch, model_dtype)):
+    # mace compiles parts of the model with TorchScript while building it,
+    # and TorchScript warns about mace's annotations: nothing a user can act on.
+    with default_dtype(getattr(torch, model_dtype)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         from e3nn import o3
         from mace import modules
 

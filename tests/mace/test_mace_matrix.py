@@ -4,7 +4,7 @@ in a fresh process with default torch settings, mace and e3nn blocked)."""
 
 import pytest
 
-from kim_gnn.verify import verify
+from kim_gnn.harness import verify
 
 PLAIN = "RealAgnosticInteractionBlock"
 RESIDUAL = "RealAgnosticResidualInteractionBlock"

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from kim_gnn.verify import verify
+from kim_gnn.harness import verify
 
 MATRIX = list(itertools.product(
     [1, 2, 3, 5],  # message-passing layers

@@ -61,6 +61,12 @@ class VerificationReport:
     tolerances: Dict[str, float]
     cases: List[CaseReport] = field(default_factory=list)
     seconds: float = 0.0
+    #: Versions (kim-gnn, torch, the architecture package, Python), when and
+    #: on which machine the report was made.
+    environment: Dict[str, object] = field(default_factory=dict)
+    #: Per structure, the original and converted per-atom energies and forces
+    #: (for plots; not written to JSON).
+    samples: List[dict] = field(default_factory=list, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -72,7 +78,9 @@ class VerificationReport:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("samples", None)
         d["passed"] = self.passed
+        d["units"] = dict(UNITS)
         return d
 
     def write_json(self, path) -> None:
@@ -86,8 +94,10 @@ class VerificationReport:
         lines = [
             f"original:  {self.original} ({self.architecture})",
             f"converted: {self.converted} (model dtype {self.model_dtype})",
-            "tolerances: " + ", ".join(f"{k} {v:g}" for k, v in self.tolerances.items()),
+            "tolerances: " + ", ".join(f"{k} {v:g}" for k, v in self.tolerances.items())
+            + " (energies relative to max(1, |E|/atom); forces and stress relative to max(1, largest component))",
             f"{'structure':<22} {'atoms':>5} {'particles':>9} {'|dE|/atom':>10} {'max|dF|':>10} {'max|dS|':>10} {'max|de_i|':>10}  result",
+            f"{'':<22} {'':>5} {'':>9} {'eV':>10} {'eV/A':>10} {'eV/A^3':>10} {'eV':>10}",
         ]
         for c in self.cases:
             result = "ok" if c.passed else ("ERROR: " + c.error if c.error else "FAIL")
@@ -102,6 +112,50 @@ class VerificationReport:
             f"({self.seconds:.1f} s)"
         )
         return "\n".join(lines)
+
+
+#: Units of the report's numbers (ASE's: eV, Angstrom).
+UNITS = {
+    "energy": "eV", "energy_error_per_atom": "eV/atom", "max_force_error": "eV/A",
+    "max_stress_error": "eV/A^3", "max_atomic_energy_error": "eV", "seconds": "s",
+}
+
+
+def report_environment(adapter, spec) -> Dict[str, object]:
+    """What produced a report: versions, time, machine."""
+    import datetime
+    import platform
+
+    import torch
+
+    from ._version import __version__
+
+    return {
+        "kim_gnn_version": __version__,
+        "torch_version": torch.__version__,
+        "architecture": adapter.name,
+        "architecture_package": adapter.package,
+        "architecture_package_version": adapter.package_version(),
+        "model_built_with": spec.architecture_version,
+        "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
+        "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _sample(case: Case, expected: "Expected", got: dict) -> dict:
+    return {
+        "name": case.name,
+        "n_atoms": len(case.atoms),
+        "energy": (float(expected.energy), float(got["energy"])),
+        "energies": (expected.energies, got["energies"]),
+        "forces": (np.asarray(expected.forces), np.asarray(got["forces"])),
+    }
 
 
 def _load_user_structures(structures, species: Sequence[str]) -> List[Case]:
@@ -150,13 +204,14 @@ def run_converted_in_fresh_process(model_file: str, jobs: List[dict], progress: 
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )
         tail: List[str] = []
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            if line.startswith("progress: "):
-                if progress:
-                    progress(line[len("progress: "):])
-            else:
-                tail = (tail + [line])[-20:]
+        with proc.stderr:
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                if line.startswith("progress: "):
+                    if progress:
+                        progress(line[len("progress: "):])
+                else:
+                    tail = (tail + [line])[-20:]
         proc.wait()
         if proc.returncode != 0 or not os.path.exists(out_file):
             raise KimGnnError("the fresh process running the converted model failed:\n" + "\n".join(tail))
@@ -258,7 +313,7 @@ def verify(
 
         report = VerificationReport(
             original=original_label, converted=converted_label, architecture=adapter.name,
-            model_dtype=spec.model_dtype, tolerances=tol,
+            model_dtype=spec.model_dtype, tolerances=tol, environment=report_environment(adapter, spec),
         )
 
         # Original side, in this process (no kim_gnn staged code involved).
@@ -290,5 +345,6 @@ def verify(
             ))
             continue
         report.cases.append(_compare(case, expectations[k], got, tol))
+        report.samples.append(_sample(case, expectations[k], got))
     report.seconds = time.time() - start
     return report
