@@ -13,11 +13,11 @@ from .errors import KimGnnError, UnsupportedModelError
 #: kim_gnn stays cheap (no torch, no ASE). No public name may equal a
 #: submodule's name: importing that submodule would rebind the package
 #: attribute to the module (``kim_gnn.verify`` was once the module, not the
-#: function, for that reason).
+#: function, for that reason). The adapters add their own public names
+#: (``convert_nequip``, ``convert_mace``, ...) through their ``exports``.
 _LAZY = {
-    "convert_nequip": (".nequip", "convert_nequip"),
-    "convert_mace": (".mace", "convert_mace"),
     "convert": (".adapters", "convert"),
+    "register_adapter": (".adapters", "register_adapter"),
     "verify": (".harness", "verify"),
     "StagedCalculator": (".calculator", "StagedCalculator"),
     "write_portable_model": (".export", "write_portable_model"),
@@ -25,19 +25,28 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+def _exports():
+    from .adapters import public_exports
 
+    return public_exports()
+
+
+def __getattr__(name):
+    import importlib
+
+    if name == "__all__":
+        return ["__version__", "KimGnnError", "UnsupportedModelError", *_LAZY, *_exports()]
+    if name in _LAZY:
         module, attribute = _LAZY[name]
         value = getattr(importlib.import_module(module, __name__), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kim_gnn' has no attribute {name!r}")
+    elif not name.startswith("_") and name in _exports():
+        module, attribute = _exports()[name].split(":")
+        value = getattr(importlib.import_module(module), attribute)
+    else:
+        raise AttributeError(f"module 'kim_gnn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = ["__version__", "KimGnnError", "UnsupportedModelError", *_LAZY]
+    return sorted(set(globals()) | set(_LAZY) | set(_exports()))

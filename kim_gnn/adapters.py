@@ -1,21 +1,49 @@
 """Which architecture a model is, and the adapter that handles it.
 
+The core knows no architecture. Each adapter describes itself with an
+``Adapter`` record and is found in one of three ways:
+
+* an ``adapter.py`` module in a subpackage of kim_gnn that defines
+  ``ADAPTER`` (the built-in adapters: ``kim_gnn/nequip/adapter.py``,
+  ``kim_gnn/mace/adapter.py``; adding a folder is the registration);
+* an entry point in the group ``kim_gnn.adapters`` of any installed
+  distribution, naming an ``Adapter`` (or a callable returning one);
+* ``register_adapter(adapter)`` at run time.
+
 An adapter converts a model (``convert(source, **options)``), describes it
 (``describe(path, **options)``) and evaluates the original periodic model
 for the harness (``original(source, spec)``, where ``spec`` is the converted
 model's spec, so that e.g. the same MACE head is evaluated). ``source`` is a
 file path, or an in-memory module where ``detect_module`` accepts it.
-``options`` names the conversion options the adapter takes (``head``).
-The core never imports an architecture package; adapters import their own
-dependencies lazily.
+``options`` maps the conversion options the adapter takes (``head``) to their
+help text; the CLI offers them as ``--head`` etc. ``exports`` names the
+public functions the adapter adds to ``kim_gnn`` (``convert_nequip``), and
+``example`` how ``kim-gnn example`` builds a seeded model of its kind.
+Adapter modules must be cheap to import: the architecture package (and
+torch) only when a function is called.
 """
 
 import os
+import sys
 import zipfile
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
 
 from .errors import KimGnnError, UnsupportedModelError
+
+#: Entry-point group through which installed distributions add adapters.
+ENTRY_POINT_GROUP = "kim_gnn.adapters"
+
+
+@dataclass(frozen=True)
+class ExampleModel:
+    """How ``kim-gnn example --architecture NAME`` builds a seeded model:
+    ``build(path, num_layers, model_dtype)`` writes the original model file."""
+
+    build: Callable[[str, int, str], object]
+    file_name: str  # of the original model inside the example directory
+    item_name: str  # of the KIM portable model written next to it
+    description: str  # "a seeded random NequIP 0.6 model"
 
 
 @dataclass(frozen=True)
@@ -25,10 +53,18 @@ class Adapter:
     convert: Callable[..., object]
     describe: Callable[..., Dict[str, object]]
     original: Callable[[object, object], object]
-    options: Tuple[str, ...] = ()
+    #: Conversion options: name -> help text (a tuple of names is accepted too).
+    options: Dict[str, str] = field(default_factory=dict)
     detect_module: Optional[Callable[[object], bool]] = None
     #: The distribution (pip name) of the architecture package, for reports.
     package: str = ""
+    #: One line for help texts: what files this adapter converts.
+    summary: str = ""
+    #: Public names it adds to ``kim_gnn``: name -> "module:attribute".
+    exports: Dict[str, str] = field(default_factory=dict)
+    example: Optional[ExampleModel] = None
+    #: Detection order among adapters (lower first); ties by name.
+    priority: int = 100
 
     def package_version(self) -> str:
         """The installed version of the architecture package, '' if absent."""
@@ -41,18 +77,121 @@ class Adapter:
         except Exception:
             return ""
 
+    def option_help(self, name: str) -> str:
+        return self.options.get(name, "") if isinstance(self.options, dict) else ""
+
     def check_options(self, options: Dict[str, object]) -> Dict[str, object]:
         """The options that were given (not None); refuse those this adapter does not take."""
         given = {k: v for k, v in options.items() if v is not None}
         unknown = sorted(set(given) - set(self.options))
         if unknown:
             raise KimGnnError(
-                f"option(s) {', '.join('--' + k for k in unknown)} do not apply to {self.name} models"
+                f"option(s) {', '.join('--' + k.replace('_', '-') for k in unknown)} do not apply to "
+                f"{self.name} models"
             )
         return given
 
 
-def _zip_names(path: str) -> List[str]:
+# --- the registry -----------------------------------------------------------------
+
+_registry: Dict[str, Adapter] = {}
+_discovered = False
+
+
+def register_adapter(adapter: Adapter, replace: bool = False) -> Adapter:
+    """Add an adapter (e.g. from a plug-in package or a test)."""
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"register_adapter takes an Adapter, not {type(adapter).__name__}")
+    if adapter.name in _registry and not replace and _registry[adapter.name] is not adapter:
+        raise KimGnnError(f"an adapter named {adapter.name!r} is already registered")
+    _registry[adapter.name] = adapter
+    return adapter
+
+
+def unregister_adapter(name: str) -> None:
+    _registry.pop(name, None)
+
+
+def _builtin_adapter_modules() -> List[str]:
+    """``kim_gnn.<sub>.adapter`` for every subpackage that has one."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    names = []
+    for sub in sorted(os.listdir(root)):
+        if os.path.isfile(os.path.join(root, sub, "__init__.py")) and os.path.isfile(os.path.join(root, sub, "adapter.py")):
+            names.append(f"{__package__}.{sub}.adapter")
+    return names
+
+
+def _entry_point_adapters():
+    from importlib.metadata import entry_points
+
+    try:
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except TypeError:  # Python < 3.10
+        found = entry_points().get(ENTRY_POINT_GROUP, [])
+    for ep in found:
+        try:
+            obj = ep.load()
+            yield obj() if callable(obj) and not isinstance(obj, Adapter) else obj
+        except Exception as exc:
+            print(f"kim-gnn: warning: adapter entry point {ep.name!r} ({ep.value}) failed to load: {exc}",
+                  file=sys.stderr)
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import importlib
+
+    for module_name in _builtin_adapter_modules():
+        adapter = getattr(importlib.import_module(module_name), "ADAPTER", None)
+        if isinstance(adapter, Adapter) and adapter.name not in _registry:
+            register_adapter(adapter)
+    for adapter in _entry_point_adapters():
+        if isinstance(adapter, Adapter) and adapter.name not in _registry:
+            register_adapter(adapter)
+
+
+def registered_adapters() -> List[Adapter]:
+    """Every known adapter, in detection order."""
+    _discover()
+    return sorted(_registry.values(), key=lambda a: (a.priority, a.name))
+
+
+def adapter_named(name: str) -> Adapter:
+    for adapter in registered_adapters():
+        if adapter.name == name:
+            return adapter
+    known = ", ".join(a.name for a in registered_adapters())
+    raise KimGnnError(f"no adapter for architecture {name!r} (known: {known})")
+
+
+def all_options() -> Dict[str, str]:
+    """Every conversion option some adapter takes, with its help text(s)."""
+    options: Dict[str, List[str]] = {}
+    for adapter in registered_adapters():
+        for name in adapter.options:
+            text = adapter.option_help(name) or f"{adapter.name} models"
+            options.setdefault(name, [])
+            if text not in options[name]:
+                options[name].append(text)
+    return {name: "; ".join(texts) for name, texts in options.items()}
+
+
+def public_exports() -> Dict[str, str]:
+    """Public names the adapters add to ``kim_gnn``: name -> "module:attribute"."""
+    exports: Dict[str, str] = {}
+    for adapter in registered_adapters():
+        exports.update(adapter.exports)
+    return exports
+
+
+# --- detection ----------------------------------------------------------------------
+
+def zip_names(path: str) -> List[str]:
+    """The member names of a zip archive (TorchScript, torch.save, torch.package), or []."""
     try:
         with zipfile.ZipFile(path) as zf:
             return zf.namelist()
@@ -60,132 +199,36 @@ def _zip_names(path: str) -> List[str]:
         return []
 
 
-def _is_nequip_deployed(path: str) -> bool:
-    return any(name.endswith("/extra/nequip_version") for name in _zip_names(path))
-
-
-def _nequip_convert(path, **options):
-    from .nequip import convert_nequip
-
-    return convert_nequip(path)
-
-
-def _nequip_describe(path, **options):
-    from .nequip import inspect_nequip
-
-    info = inspect_nequip(path)
-    return {
-        "architecture": "nequip",
-        "version": info.nequip_version,
-        "layers": info.num_layers,
-        "cutoff": info.r_max,
-        "influence_distance": info.influence_distance,
-        "species": info.species,
-        "type_names": info.type_names,
-        "model_dtype": str(info.model_dtype).replace("torch.", ""),
-        "default_dtype": str(info.default_dtype).replace("torch.", ""),
-        "parameters": info.num_parameters,
-        "sha256": info.sha256,
-    }
-
-
-def _nequip_original(path, spec=None):
-    from .nequip.reference import NequIPOriginal
-
-    return NequIPOriginal(path)
-
-
-def _is_mace_file(path: str) -> bool:
-    from .mace.convert import is_mace_file
-
-    return is_mace_file(path)
-
-
-def _is_mace_module(module) -> bool:
-    return any(c.__module__.startswith("mace.") for c in type(module).__mro__)
-
-
-def _mace_convert(source, head=None):
-    from .mace import convert_mace
-
-    return convert_mace(source, head=head)
-
-
-def _mace_describe(path, head=None):
-    from .mace import inspect_mace
-
-    info = inspect_mace(path, head=head)
-    return {
-        "architecture": "mace",
-        "version": info.mace_version,
-        "model_class": info.model_class,
-        "layers": info.num_layers,
-        "cutoff": info.r_max,
-        "influence_distance": info.influence_distance,
-        "species": info.species,
-        "heads": info.heads,
-        "head": info.head,
-        "interactions": info.interactions,
-        "readouts": info.readouts,
-        "correlation": info.correlation,
-        "max_ell": info.max_ell,
-        "pair_repulsion": "ZBL" if info.pair_repulsion else "none",
-        "distance_transform": info.distance_transform,
-        "model_dtype": str(info.model_dtype).replace("torch.", ""),
-        "parameters": info.num_parameters,
-        "sha256": info.sha256,
-    }
-
-
-def _mace_original(source, spec=None):
-    from .mace.reference import MACEOriginal
-
-    head = (spec.details.get("head") if spec is not None else None) or None
-    return MACEOriginal(source, head=head)
-
-
-ADAPTERS = [
-    Adapter("nequip", _is_nequip_deployed, _nequip_convert, _nequip_describe, _nequip_original,
-            package="nequip"),
-    Adapter("mace", _is_mace_file, _mace_convert, _mace_describe, _mace_original,
-            options=("head",), detect_module=_is_mace_module, package="mace-torch"),
-]
-
-
-def adapter_named(name: str) -> Adapter:
-    for adapter in ADAPTERS:
-        if adapter.name == name:
-            return adapter
-    raise KimGnnError(f"no adapter for architecture {name!r} (known: {', '.join(a.name for a in ADAPTERS)})")
-
-
 def detect_adapter(source) -> Adapter:
     """The adapter for a model file or in-memory module, or a clear error
     saying why there is none."""
+    adapters = registered_adapters()
     if not isinstance(source, (str, os.PathLike)):
-        for adapter in ADAPTERS:
+        for adapter in adapters:
             if adapter.detect_module is not None and adapter.detect_module(source):
                 return adapter
         raise UnsupportedModelError(
             f"an in-memory {type(source).__name__} is not a model of a supported architecture "
-            f"(in memory: {', '.join(a.name for a in ADAPTERS if a.detect_module)}; or pass a model file)"
+            f"(in memory: {', '.join(a.name for a in adapters if a.detect_module)}; or pass a model file)"
         )
     path = os.fspath(source)
     if not os.path.exists(path):
         raise KimGnnError(f"no such file: {path}")
     if os.path.isdir(path):
         raise KimGnnError(f"{path} is a directory, not a model file")
-    for adapter in ADAPTERS:
+    for adapter in adapters:
         if adapter.detect(path):
             return adapter
-    if not zipfile.is_zipfile(path):
-        raise KimGnnError(f"{path} is not a model file kim-gnn knows: not a TorchScript or PyTorch archive")
-    names = _zip_names(path)
-    if any(n.endswith("/extra/nequip_version") for n in names) or any(n.endswith("/code/__torch__") for n in names):
-        raise UnsupportedModelError(f"{path} is TorchScript, but not a model of a supported architecture")
-    raise UnsupportedModelError(
-        f"{path} is not a model of a supported architecture (supported: {', '.join(a.name for a in ADAPTERS)})"
-    )
+    supported = "; ".join(a.summary or a.name for a in adapters)
+    names = zip_names(path)
+    if not names:
+        raise KimGnnError(
+            f"{path} is not a model file kim-gnn knows: not a TorchScript or PyTorch archive (supported: {supported})"
+        )
+    if any(n.endswith("/constants.pkl") or "/code/__torch__" in n for n in names):
+        raise UnsupportedModelError(f"{path} is TorchScript, but not a model of a supported architecture "
+                                    f"(supported: {supported})")
+    raise UnsupportedModelError(f"{path} is not a model of a supported architecture (supported: {supported})")
 
 
 def convert(source, **options):

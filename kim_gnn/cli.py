@@ -10,10 +10,6 @@ from . import contract
 from ._version import __version__
 from .errors import KimGnnError
 
-EXAMPLE_ITEMS = {
-    "nequip": "Si_NequIP_Example__MO_000000000000_000",
-    "mace": "Si_MACE_Example__MO_000000000000_000",
-}
 
 
 def _progress(quiet: bool):
@@ -92,15 +88,16 @@ def cmd_convert(args) -> int:
     contract.validate_item_name(os.path.basename(os.path.abspath(out)))
     contract.validate_driver_name(args.driver_name)
     check_output_directory(out, "output directory", force=args.force)
-    options = adapter.check_options({"head": args.head})
+    options = adapter.check_options(_adapter_options(args))
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = adapter.convert(args.model, **options)
     spec = staged.kim_gnn_spec
     path = write_portable_model(staged, out, driver_name=args.driver_name, force=args.force)
+    recorded = "".join(f"; {name} {spec.details[name]}" for name in adapter.options if spec.details.get(name))
     print(f"wrote KIM portable model {path}")
     print(f"  driver {args.driver_name}; species {' '.join(spec.species)}; cutoff {spec.cutoff:g} A; "
           f"{spec.num_layers} layers; influence distance {spec.influence_distance:g} A; {spec.model_dtype}"
-          + (f"; head {spec.details['head']}" if spec.details.get("head") else ""))
+          + recorded)
     if args.verify:
         return _run_verify(args.model, path, None, False, True, args.quiet, None, None)
     print(f"check it with: kim-gnn verify {args.model} {path}")
@@ -139,7 +136,14 @@ def cmd_verify(args) -> int:
                        not args.no_properties, args.quiet, args.json, args.plot)
 
 
-def describe(path: str, head: Optional[str] = None) -> dict:
+def _adapter_options(args) -> dict:
+    """The adapters' conversion options as given on the command line."""
+    from .adapters import all_options
+
+    return {name: getattr(args, name, None) for name in all_options()}
+
+
+def describe(path: str, **options) -> dict:
     """What a file is: an original model (through its adapter) or a converted one."""
     from .adapters import detect_adapter
     from .executor import load_unfrozen
@@ -163,7 +167,7 @@ def describe(path: str, head: Optional[str] = None) -> dict:
             **{f"detail.{k}": v for k, v in spec.details.items()},
         }
     adapter = detect_adapter(path)
-    return {"kind": "original model", **adapter.describe(path, **adapter.check_options({"head": head}))}
+    return {"kind": "original model", **adapter.describe(path, **adapter.check_options(options))}
 
 
 def _shown(value) -> str:
@@ -188,7 +192,7 @@ def _is_converted(path: str) -> bool:
 def cmd_info(args) -> int:
     if not os.path.exists(args.model):
         raise KimGnnError(f"no such file: {args.model}")
-    info = describe(args.model, head=args.head)
+    info = describe(args.model, **_adapter_options(args))
     info = {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in info.items()}
     if args.json:
         print(json.dumps(info, indent=2))
@@ -207,8 +211,11 @@ def cmd_example(args) -> int:
     """Build a small seeded model, convert it, verify it."""
     import shutil
 
+    from .adapters import adapter_named
     from .export import write_portable_model
 
+    adapter = adapter_named(args.architecture)
+    example = adapter.example
     out = os.path.abspath(args.out or default_example_dir(args.architecture))
     if os.path.exists(out) and not os.path.isdir(out):
         raise KimGnnError(f"--out {out} exists and is not a directory")
@@ -216,31 +223,17 @@ def cmd_example(args) -> int:
     if not os.path.isdir(parent):
         raise KimGnnError(f"cannot create {out}: directory {parent} does not exist")
     created = not os.path.exists(out)
-    item = os.path.join(out, EXAMPLE_ITEMS[args.architecture])
-    original = os.path.join(out, "example.model" if args.architecture == "mace" else "deployed.pth")
+    item = os.path.join(out, example.item_name)
+    original = os.path.join(out, example.file_name)
     report_file = os.path.join(out, "verify-report.json")
     written = [original, item, report_file]
     os.makedirs(out, exist_ok=True)
     try:
-        if args.architecture == "mace":
-            from .mace import convert_mace
-            from .mace.example import build_example_mace
-
-            print(f"building a seeded random ScaleShiftMACE model ({args.layers} interactions, Si, {args.dtype}) "
-                  f"-> {original}", file=sys.stderr)
-            build_example_mace(original, species=("Si",), num_interactions=args.layers, model_dtype=args.dtype,
-                               seed=0)
-            print("converting to a staged KIM model ...", file=sys.stderr)
-            staged = convert_mace(original)
-        else:
-            from .nequip import convert_nequip
-            from .nequip.example import build_example_nequip
-
-            print(f"building a seeded random NequIP 0.6 model ({args.layers} layers, Si, {args.dtype}) "
-                  f"-> {original}", file=sys.stderr)
-            build_example_nequip(original, species=("Si",), num_layers=args.layers, model_dtype=args.dtype, seed=0)
-            print("converting to a staged KIM model ...", file=sys.stderr)
-            staged = convert_nequip(original)
+        print(f"building {example.description} ({args.layers} layers, Si, {args.dtype}) -> {original}",
+              file=sys.stderr)
+        example.build(original, args.layers, args.dtype)
+        print("converting to a staged KIM model ...", file=sys.stderr)
+        staged = adapter.convert(original)
         write_portable_model(staged, item, force=True)
         print("verifying against the original periodic model ...", file=sys.stderr)
         code = _run_verify(original, item, None, True, True, args.quiet, report_file, None)
@@ -263,7 +256,20 @@ def cmd_example(args) -> int:
     return code
 
 
+def _add_adapter_options(parser, verb: str) -> None:
+    """One ``--NAME`` per conversion option some adapter takes (e.g. --head)."""
+    from .adapters import all_options
+
+    for name, text in all_options().items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{text} [{verb}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .adapters import registered_adapters
+
+    adapters = registered_adapters()
+    kinds = "; ".join(a.summary or a.name for a in adapters)
+    examples = [a.name for a in adapters if a.example is not None]
     # --debug is accepted before and after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -272,9 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kim-gnn",
         parents=[common],
-        description="Turn periodic GNN interatomic potentials (NequIP 0.5/0.6 deployed models, MACE / "
-                    "ScaleShiftMACE .model files) into staged, local KIM portable models for the OpenKIM TorchML "
-                    "driver, and prove them equal to the original.",
+        description=f"Turn periodic GNN interatomic potentials ({kinds}) into staged, local KIM portable "
+                    "models for the OpenKIM TorchML driver, and prove them equal to the original.",
         epilog="Exit codes: 0 success, 1 verification failed, 2 bad input (one 'kim-gnn: error:' line), "
                "3 internal error.",
     )
@@ -282,13 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", parents=[common], help="convert a model file into a KIM portable model directory",
-                       description="Read MODEL (a NequIP deployed.pth or a MACE .model; the architecture is recognised "
+                       description=f"Read MODEL ({kinds}; the architecture is recognised "
                                    "from the file), rewrite it as staged graph convolution and write "
                                    "a KIM portable model directory: CMakeLists.txt, file.param, model.pt. The directory "
                                    "name is the KIM item name. Nothing is left behind on failure.")
-    p.add_argument("model", help="the trained model file (NequIP 0.5/0.6 deployed.pth, MACE .model)")
-    p.add_argument("--head", help="multi-head MACE models: the head to convert (default: the only head, else the "
-                                  "one named 'default', in any case); recorded in the converted model")
+    p.add_argument("model", help=f"the trained model file ({kinds})")
+    _add_adapter_options(p, "the model to convert")
     p.add_argument("-o", "--output", help="output directory, named like Name__MO_000000000000_000 "
                                           "(default: from the model file name)")
     p.add_argument("--driver-name", default=contract.DEFAULT_DRIVER_NAME,
@@ -320,13 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", parents=[common], help="describe a model file (original or converted)")
     p.add_argument("model", help="original model file, converted model.pt or portable model directory")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--head", help="multi-head MACE models: the head to describe")
+    _add_adapter_options(p, "the model to describe")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("example", parents=[common],
-                       help="build, convert and verify a small seeded model (NequIP 0.6 or MACE)")
-    p.add_argument("--architecture", choices=("nequip", "mace"), default="nequip",
-                   help="which kind of model to build (default nequip; needs nequip 0.6 or mace-torch)")
+                       help=f"build, convert and verify a small seeded model ({', '.join(examples)})")
+    p.add_argument("--architecture", choices=examples, default=examples[0] if examples else None,
+                   help=f"which kind of model to build (default {examples[0] if examples else 'none'}; "
+                        "needs that architecture's package)")
     p.add_argument("--out", help="working directory (default ./kim-gnn-example-ARCHITECTURE); it receives the "
                                  "original model, the KIM portable model and verify-report.json")
     p.add_argument("--layers", type=_positive_int, default=3,

@@ -143,11 +143,11 @@ def test_main_returns_codes_in_process(deployed, tmp_path, capsys):
 @pytest.mark.parametrize("architecture", ["nequip", "mace"])
 def test_example_builds_converts_and_verifies(architecture, tmp_path, capsys):
     pytest.importorskip(architecture)
-    from kim_gnn.cli import EXAMPLE_ITEMS
+    from kim_gnn.adapters import adapter_named
 
     assert main(["example", "--architecture", architecture, "--out", str(tmp_path), "--layers", "2", "-q"]) == 0
     out = capsys.readouterr().out
-    item = tmp_path / EXAMPLE_ITEMS[architecture]
+    item = tmp_path / adapter_named(architecture).example.item_name
     assert "PASSED: 13 passed" in out and str(item) in out
     assert sorted(os.listdir(item)) == ["CMakeLists.txt", "file.param", "model.pt"]
     assert (tmp_path / "verify-report.json").exists()

@@ -33,6 +33,7 @@ from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
 from ..reference import default_dtype
+from .detect import is_mace_file, pickle_bytes as _pickle_bytes  # noqa: F401
 
 SUPPORTED_MODEL_CLASSES = ("MACE", "ScaleShiftMACE")
 SUPPORTED_INTERACTIONS = (
@@ -111,24 +112,6 @@ def import_mace():
         if line.strip() and "cuequivariance" not in line.lower():
             print(line, file=sys.stderr)
     return sys.modules["mace"]
-
-
-def _pickle_bytes(path: str) -> Optional[bytes]:
-    """The pickle stream of a ``torch.save`` zip archive, or None."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            if not names:
-                return None
-            return zf.read(names[0])
-    except (zipfile.BadZipFile, OSError, KeyError):
-        return None
-
-
-def is_mace_file(path: str) -> bool:
-    """A ``torch.save`` archive whose pickle refers to mace's model classes."""
-    data = _pickle_bytes(path)
-    return data is not None and b"mace.modules.models" in data
 
 
 def _convert_back_command(backend_module: str, path: str) -> str:
