@@ -4,17 +4,8 @@ Registered through ``adapter.py``; the functions below import torch (and
 mace) on first use.
 """
 
+from .._lazy import lazy_getattr
+
 _LAZY = {"convert_mace": ".convert", "inspect_mace": ".convert", "load_mace_model": ".convert"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 __all__ = list(_LAZY)
