@@ -131,8 +131,15 @@ def _mace_original(source, spec=None):
     return MACEOriginal(source, head=head)
 
 
+def _nequip_modern_adapter() -> Adapter:
+    from .nequip_modern.adapter import adapter
+
+    return adapter()
+
+
 ADAPTERS = [
     Adapter("nequip", _is_nequip_deployed, _nequip_convert, _nequip_describe, _nequip_original),
+    _nequip_modern_adapter(),
     Adapter("mace", _is_mace_file, _mace_convert, _mace_describe, _mace_original,
             options=("head",), detect_module=_is_mace_module),
 ]

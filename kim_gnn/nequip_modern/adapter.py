@@ -1,0 +1,81 @@
+"""The nequip >= 0.7 adapter behind kim_gnn's Adapter interface: detect,
+convert, describe, original, example. Self-contained, so that it can move
+to a registry as is."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from .convert import ARCHITECTURE
+
+NAME = ARCHITECTURE
+OPTIONS = ("type_map",)
+
+
+def detect(path: str) -> bool:
+    from .load import artifact_kind
+
+    return artifact_kind(path) is not None
+
+
+def detect_module(module) -> bool:
+    from .convert import is_modern_module
+
+    return is_modern_module(module)
+
+
+def convert(source, type_map=None):
+    from .convert import convert_nequip_modern
+
+    return convert_nequip_modern(source, type_map=type_map)
+
+
+def describe(path, type_map=None) -> Dict[str, object]:
+    from . import load
+    from .convert import format_type_map, inspect_nequip_modern
+
+    kind = load.artifact_kind(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "in-memory"
+    load.refuse_aotinductor(os.fspath(path), kind)
+    info = inspect_nequip_modern(path, type_map=type_map)
+    return {
+        "architecture": NAME,
+        "model": info.model,
+        "framework": "nequip >= 0.7 (not a 0.5/0.6 deployed model)",
+        "artifact": info.artifact,
+        "version": info.nequip_version,
+        "layers": info.num_layers,
+        "cutoff": info.r_max,
+        "influence_distance": info.influence_distance,
+        "species": info.species,
+        "type_names": info.type_names,
+        "type_map": format_type_map(info.type_map) + f" (from {info.type_map_source})",
+        "per_edge_type_cutoff": info.per_edge_type_cutoff or "none",
+        "pair_potentials": " ".join(info.pair_potentials) or "none",
+        "model_dtype": str(info.model_dtype).replace("torch.", ""),
+        "parameters": info.num_parameters,
+        "sha256": info.sha256,
+    }
+
+
+def original(source, spec=None):
+    from .reference import NequIPModernOriginal
+
+    return NequIPModernOriginal(source, spec)
+
+
+def example(out_dir: str, layers: int = 2, dtype: str = "float64", architecture: str = "nequip") -> str:
+    """Build a seeded random model, package it (.ckpt -> .nequip.zip); returns the package path."""
+    from .example import save_checkpoint, save_package
+
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt = save_checkpoint(os.path.join(out_dir, "example.ckpt"), species=("Si",), architecture=architecture,
+                           num_layers=layers, model_dtype=dtype)
+    return save_package(ckpt, os.path.join(out_dir, "example.nequip.zip"))
+
+
+def adapter():
+    """This adapter as a kim_gnn.adapters.Adapter."""
+    from ..adapters import Adapter
+
+    return Adapter(NAME, detect, convert, describe, original, options=OPTIONS, detect_module=detect_module)
