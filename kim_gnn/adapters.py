@@ -63,6 +63,7 @@ def _nequip_describe(path, **options):
     info = inspect_nequip(path)
     return {
         "architecture": "nequip",
+        "framework": "nequip 0.5/0.6 deployed model",
         "version": info.nequip_version,
         "layers": info.num_layers,
         "cutoff": info.r_max,

@@ -13,6 +13,8 @@ from .errors import KimGnnError
 EXAMPLE_ITEMS = {
     "nequip": "Si_NequIP_Example__MO_000000000000_000",
     "mace": "Si_MACE_Example__MO_000000000000_000",
+    "nequip-modern": "Si_NequIP019_Example__MO_000000000000_000",
+    "allegro": "Si_Allegro_Example__MO_000000000000_000",
 }
 
 
@@ -55,7 +57,7 @@ def cmd_convert(args) -> int:
     contract.validate_driver_name(args.driver_name)
     if os.path.exists(out) and not args.force:
         raise KimGnnError(f"{out} already exists; pass --force to replace it")
-    options = adapter.check_options({"head": args.head})
+    options = adapter.check_options({"head": args.head, "type_map": args.type_map})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = adapter.convert(args.model, **options)
     spec = staged.kim_gnn_spec
@@ -63,7 +65,8 @@ def cmd_convert(args) -> int:
     print(f"wrote KIM portable model {path}")
     print(f"  driver {args.driver_name}; species {' '.join(spec.species)}; cutoff {spec.cutoff:g} A; "
           f"{spec.num_layers} layers; influence distance {spec.influence_distance:g} A; {spec.model_dtype}"
-          + (f"; head {spec.details['head']}" if spec.details.get("head") else ""))
+          + (f"; head {spec.details['head']}" if spec.details.get("head") else "")
+          + (f"; {spec.details['model']} (nequip >= 0.7)" if spec.architecture == "nequip-modern" else ""))
     if args.verify:
         return _run_verify(args.model, path, None, False, True, args.quiet, None)
     print(f"check it with: kim-gnn verify {args.model} {path}")
@@ -90,7 +93,7 @@ def cmd_verify(args) -> int:
                        not args.no_properties, args.quiet, args.json)
 
 
-def describe(path: str, head: Optional[str] = None) -> dict:
+def describe(path: str, head: Optional[str] = None, type_map: Optional[str] = None) -> dict:
     """What a file is: an original model (through its adapter) or a converted one."""
     from .adapters import detect_adapter
     from .executor import load_unfrozen
@@ -114,7 +117,8 @@ def describe(path: str, head: Optional[str] = None) -> dict:
             **{f"detail.{k}": v for k, v in spec.details.items()},
         }
     adapter = detect_adapter(path)
-    return {"kind": "original model", **adapter.describe(path, **adapter.check_options({"head": head}))}
+    return {"kind": "original model",
+            **adapter.describe(path, **adapter.check_options({"head": head, "type_map": type_map}))}
 
 
 def _is_converted(path: str) -> bool:
@@ -130,7 +134,7 @@ def _is_converted(path: str) -> bool:
 def cmd_info(args) -> int:
     if not os.path.exists(args.model):
         raise KimGnnError(f"no such file: {args.model}")
-    info = describe(args.model, head=args.head)
+    info = describe(args.model, head=args.head, type_map=args.type_map)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -148,7 +152,19 @@ def cmd_example(args) -> int:
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    if args.architecture == "mace":
+    if args.architecture in ("nequip-modern", "allegro"):
+        from .nequip_modern import convert_nequip_modern
+        from .nequip_modern.adapter import example as build_modern
+
+        kind = "Allegro" if args.architecture == "allegro" else "NequIP"
+        item = os.path.join(out, EXAMPLE_ITEMS[args.architecture])
+        print(f"building a seeded random nequip 0.19 {kind} model ({args.layers} layers, Si, {args.dtype}), "
+              f"checkpoint and package -> {out}", file=sys.stderr)
+        original = build_modern(out, layers=args.layers, dtype=args.dtype,
+                                architecture="allegro" if args.architecture == "allegro" else "nequip")
+        print("converting to a staged KIM model ...", file=sys.stderr)
+        staged = convert_nequip_modern(original)
+    elif args.architecture == "mace":
         from .mace import convert_mace
         from .mace.example import build_example_mace
 
@@ -182,7 +198,8 @@ def cmd_example(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kim-gnn",
-        description="Turn periodic GNN interatomic potentials (NequIP 0.5/0.6 deployed models, MACE / "
+        description="Turn periodic GNN interatomic potentials (NequIP 0.5/0.6 deployed models, nequip >= 0.7 "
+                    "NequIP / Allegro .nequip.zip, .ckpt and compiled .nequip.pth files, MACE / "
                     "ScaleShiftMACE .model files) into staged, local KIM portable models for the OpenKIM TorchML "
                     "driver, and prove them equal to the original.",
     )
@@ -195,9 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "from the file), rewrite it as staged graph convolution and write "
                                    "a KIM portable model directory: CMakeLists.txt, file.param, model.pt. The directory "
                                    "name is the KIM item name. Nothing is left behind on failure.")
-    p.add_argument("model", help="the trained model file (NequIP 0.5/0.6 deployed.pth, MACE .model)")
+    p.add_argument("model", help="the trained model file (NequIP 0.5/0.6 deployed.pth; nequip >= 0.7 NequIP / Allegro "
+                                 ".nequip.zip, .ckpt or TorchScript .nequip.pth; MACE .model)")
     p.add_argument("--head", help="multi-head MACE models: the head to convert (default: the only head, else the "
                                   "one named 'default'); recorded in the converted model")
+    p.add_argument("--type-map", metavar="ELEMENT=TYPE,...",
+                   help="nequip >= 0.7 models: the model type each element (KIM species) uses, e.g. C=C_sp3,H=H "
+                        "(default: the training data's map, else type names that are chemical symbols, else the "
+                        "elements of the model's ZBL term); recorded in the converted model")
     p.add_argument("-o", "--output", help="output directory, named like Name__MO_000000000000_000 "
                                           "(default: from the model file name)")
     p.add_argument("--driver-name", default=contract.DEFAULT_DRIVER_NAME,
@@ -227,11 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="original model file, converted model.pt or portable model directory")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--head", help="multi-head MACE models: the head to describe")
+    p.add_argument("--type-map", metavar="ELEMENT=TYPE,...", help="nequip >= 0.7 models: element -> model type")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("example", help="build, convert and verify a small seeded model (NequIP 0.6 or MACE)")
-    p.add_argument("--architecture", choices=("nequip", "mace"), default="nequip",
-                   help="which kind of model to build (default nequip; needs nequip 0.6 or mace-torch)")
+    p.add_argument("--architecture", choices=("nequip", "mace", "nequip-modern", "allegro"), default="nequip",
+                   help="which kind of model to build (default nequip: NequIP 0.6, needs the legacy env; mace: "
+                        "needs mace-torch; nequip-modern / allegro: nequip 0.19 / nequip-allegro, the modern env)")
     p.add_argument("--out", default="kim-gnn-example", help="working directory (default ./kim-gnn-example)")
     p.add_argument("--layers", type=int, default=3, help="message-passing layers / interactions (default 3)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="model dtype")
