@@ -231,6 +231,7 @@ def save_package(checkpoint, path) -> str:
     import_nequip()
     path = os.fspath(path)
     with restore_torch_state():
+        # importing it configures logging (hydra); quieten it afterwards
         from nequip.scripts.package import main as package_main
 
         with warnings.catch_warnings(), _quiet_logging():

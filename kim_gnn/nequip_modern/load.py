@@ -126,14 +126,22 @@ def import_nequip(need_allegro: bool = False):
 @contextlib.contextmanager
 def restore_torch_state():
     """nequip sets process-wide state when it loads or builds models (default
-    dtype float64, TorchScript fusion strategy); give the caller theirs back."""
+    dtype float64, seeded random generators); give the caller theirs back."""
+    import random
+
+    import numpy as np
     import torch
 
     dtype = torch.get_default_dtype()
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     try:
         yield
     finally:
         torch.set_default_dtype(dtype)
+        # nequip's global state seeds every generator the first time it is set
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 def load_compiled(path: str):
@@ -231,17 +239,15 @@ def trained_species_map(config: Dict[str, object]) -> Dict[str, str]:
 
 @contextlib.contextmanager
 def _quiet_logging():
+    """nequip and hydra log at INFO level through their own handlers."""
     import logging
 
-    loggers = [logging.getLogger(name) for name in ("", "nequip", "allegro", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        logging.disable(previous)
 
 
 def load_any(path: str) -> Tuple[object, str, Dict[str, str]]:

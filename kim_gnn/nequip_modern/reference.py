@@ -21,7 +21,7 @@ from ..errors import KimGnnError
 from ..graphs import check_structure
 from ..reference import OriginalResult
 from . import load
-from .convert import is_modern_module, parse_type_map
+from .convert import _r_max, _type_names, _unwrap, is_modern_module, parse_type_map
 
 
 class NequIPModernOriginal:
@@ -51,8 +51,9 @@ class NequIPModernOriginal:
                 trained = load.trained_species_map(load.checkpoint_info(path))
         model.eval()
         self.model = model
-        type_names = str(metadata.get("type_names", "") or "").split() or [str(t) for t in model.type_names]
-        self.r_max = float(metadata.get("r_max") or model.metadata["r_max"])
+        func = _unwrap(model)
+        type_names = _type_names(model, metadata)
+        self.r_max = _r_max(model, metadata, func)
         # The element -> type map: the one recorded at conversion only when the
         # user chose it (or it came from the model's ZBL term); otherwise nequip's
         # own default (training data map, else type names as chemical symbols).
