@@ -1,16 +1,29 @@
 """The nequip >= 0.7 adapter behind kim_gnn's Adapter interface: detect,
-convert, describe, original, example. Self-contained, so that it can move
-to a registry as is."""
+convert, describe, original, example. Self-contained and cheap to import
+(no torch, no nequip until a function runs), so that it moves to a registry
+as is: the module-level constants below are the registry record's fields
+(name, options with help, package, summary, exports, example)."""
 
 from __future__ import annotations
 
 import os
 from typing import Dict, Optional
 
-from .convert import ARCHITECTURE
-
-NAME = ARCHITECTURE
-OPTIONS = ("type_map",)
+NAME = "nequip-modern"
+OPTIONS = {
+    "type_map": "nequip >= 0.7 models: the model type each element (KIM species) uses, ELEMENT=TYPE,... "
+                "(default: the training data's map, else type names that are chemical symbols, else the "
+                "elements of the model's ZBL term)",
+}
+PACKAGE = "nequip"
+SUMMARY = "nequip >= 0.7 NequIP / Allegro .nequip.zip, .ckpt, TorchScript .nequip.pth"
+EXPORTS = {
+    "convert_nequip": "kim_gnn.nequip_modern.dispatch:convert_nequip",
+    "convert_nequip_modern": "kim_gnn.nequip_modern.convert:convert_nequip_modern",
+}
+EXAMPLE_FILE_NAME = "example.nequip.zip"
+EXAMPLE_ITEM_NAME = "Si_NequIP019_Example__MO_000000000000_000"
+EXAMPLE_DESCRIPTION = "a seeded random nequip 0.19 NequIP model (.ckpt -> nequip-package)"
 
 
 def detect(path: str) -> bool:
@@ -62,6 +75,18 @@ def original(source, spec=None):
     from .reference import NequIPModernOriginal
 
     return NequIPModernOriginal(source, spec)
+
+
+def build_example(path: str, num_layers: int, model_dtype: str, architecture: str = "nequip") -> str:
+    """Write a seeded random model as a ``.nequip.zip`` at ``path`` (its
+    checkpoint next to it); the registry's ExampleModel.build signature."""
+    from .example import save_checkpoint, save_package
+
+    path = os.fspath(path)
+    ckpt = save_checkpoint(path[: -len(".nequip.zip")] + ".ckpt" if path.endswith(".nequip.zip") else path + ".ckpt",
+                           species=("Si",), architecture=architecture, num_layers=num_layers,
+                           model_dtype=model_dtype)
+    return save_package(ckpt, path)
 
 
 def example(out_dir: str, layers: int = 2, dtype: str = "float64", architecture: str = "nequip") -> str:
