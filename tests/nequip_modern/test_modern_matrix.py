@@ -52,24 +52,37 @@ def test_nequip_three_species_float32_per_edge_type_cutoffs(modern_models):
     _check(source, staged)
 
 
-def test_nequip_one_species_three_layers_global_avg_num_neighbors(modern_models):
-    model = modern_models.in_memory(species=("Si",), num_layers=3, avg_num_neighbors=9.5, r_max=3.6, seed=3)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nequip_one_species_three_layers_global_avg_num_neighbors(modern_models, dtype):
+    model = modern_models.in_memory(species=("Si",), num_layers=3, avg_num_neighbors=9.5, r_max=3.6, seed=3,
+                                    model_dtype=dtype)
     staged = _convert(model)
-    assert staged.kim_gnn_spec.num_layers == 3
+    assert staged.kim_gnn_spec.num_layers == 3 and staged.kim_gnn_spec.model_dtype == dtype
     _check(model, staged)
 
 
-def test_allegro_one_species(modern_models):
-    source = modern_models.package(architecture="allegro", species=("Si",), num_layers=2, seed=4)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_allegro_one_species(modern_models, dtype):
+    source = modern_models.package(architecture="allegro", species=("Si",), num_layers=2, seed=4, model_dtype=dtype)
     staged = _convert(source)
     spec = staged.kim_gnn_spec
-    assert spec.num_layers == 1 and spec.details["model"] == "Allegro"
+    assert spec.num_layers == 1 and spec.details["model"] == "Allegro" and spec.model_dtype == dtype
     _check(source, staged)
 
 
-def test_allegro_three_species_float32_zbl_per_edge_type_cutoffs(modern_models):
-    model = modern_models.in_memory(architecture="allegro", species=("Si", "C", "O"), num_layers=1, model_dtype="float32",
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_allegro_three_species_zbl_per_edge_type_cutoffs(modern_models, dtype):
+    model = modern_models.in_memory(architecture="allegro", species=("Si", "C", "O"), num_layers=1, model_dtype=dtype,
                                     pair_potential="ZBL", per_edge_type_cutoff=CUTOFFS3, seed=5)
     staged = _convert(model)
-    assert staged.kim_gnn_spec.num_layers == 1 and staged.kim_gnn_spec.model_dtype == "float32"
+    assert staged.kim_gnn_spec.num_layers == 1 and staged.kim_gnn_spec.model_dtype == dtype
     _check(model, staged)
+
+
+@pytest.mark.parametrize("artifact", ["checkpoint", "compiled"])
+def test_allegro_two_species_float32_other_artifacts(modern_models, artifact):
+    source = getattr(modern_models, artifact)(architecture="allegro", species=("Si", "C"), num_layers=2,
+                                              model_dtype="float32", pair_potential="ZBL", seed=6)
+    staged = _convert(source)
+    assert staged.kim_gnn_spec.details["artifact"] == artifact and staged.kim_gnn_spec.details["model"] == "Allegro"
+    _check(source, staged)
