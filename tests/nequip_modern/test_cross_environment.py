@@ -108,6 +108,13 @@ def test_legacy_conversions_run_in_the_modern_environment(tmp_path):
         energy = StagedExecutor(tmp_path / name).run(atoms).energy
         assert abs(energy - expected) < 1e-10 * max(1.0, abs(expected)), name
 
+    # verifying a 0.6 model needs nequip 0.6's own type mapping: the legacy environment
+    from kim_gnn.errors import KimGnnError
+    from kim_gnn.nequip.reference import NequIPOriginal
+
+    with pytest.raises(KimGnnError, match=r"legacy environment.*scripts/setup\.sh"):
+        NequIPOriginal(tmp_path / "deployed.pth")
+
     # and the modern CLI names the legacy environment for the MACE file
     cli = subprocess.run([sys.executable, "-m", "kim_gnn.cli", "convert", str(tmp_path / "mace.model"),
                           "-o", str(tmp_path / "M__MO_000000000000_000")], capture_output=True, text=True, cwd=REPO)
