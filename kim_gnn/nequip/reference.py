@@ -25,8 +25,14 @@ def _nequip_type_mapper(type_names, config):
     (type names taken as chemical symbols)."""
     import ase.data
 
+    import warnings
+
+    # e3nn 0.4.4 loads its constants with torch.load, which torch >= 2.6 refuses by default
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     try:
-        from nequip.data.transforms import TypeMapper
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
+            from nequip.data.transforms import TypeMapper
     except ImportError:
         from ..nequip_modern.load import LEGACY_ENV_HINT
 
