@@ -7,7 +7,7 @@ as is: the module-level constants below are the registry record's fields
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict
 
 NAME = "nequip-modern"
 OPTIONS = {

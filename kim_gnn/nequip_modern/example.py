@@ -50,7 +50,6 @@ def model_config(
     chemical_species = list(chemical_species or type_names)
     if avg_num_neighbors is None:
         avg_num_neighbors = {t: 8.0 + 3.0 * k for k, t in enumerate(type_names)}
-    n = len(type_names)
     config = {
         "seed": int(seed),
         "model_dtype": model_dtype,

@@ -66,10 +66,3 @@ def modern_models(tmp_path_factory):
         pytest.skip(SKIP_REASON)
     return ModernModels(str(tmp_path_factory.mktemp("nequip-modern-models")))
 
-
-def legacy_python():
-    """The legacy environment's interpreter (nequip 0.6, mace), for the
-    cross-environment tests: $KIM_GNN_LEGACY_PYTHON, else .venv/bin/python."""
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.environ.get("KIM_GNN_LEGACY_PYTHON") or os.path.join(repo, ".venv", "bin", "python")
-    return path if os.path.isfile(path) else None
