@@ -279,6 +279,8 @@ def choose_type_map(type_names: List[str], given, trained: Dict[str, str], zbl: 
     from ase.data import chemical_symbols
 
     valid = set(chemical_symbols[1:])
+    # a training config may hold unresolved interpolations or other types: keep what applies
+    trained = {e: t for e, t in (trained or {}).items() if e in valid and t in type_names}
     given_map = parse_type_map(given)
     if given_map:
         mapping, source = given_map, "given"

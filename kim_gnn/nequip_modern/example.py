@@ -39,13 +39,15 @@ def model_config(
     pair_potential: Optional[str] = None,
     type_names: Optional[Sequence[str]] = None,
     chemical_species: Optional[Sequence[str]] = None,
+    scalar_embed: str = "bessel",
 ) -> dict:
     """The model section of a nequip config (``_target_`` + builder kwargs).
 
     ``avg_num_neighbors``: a float, a dict type -> float (per-type), or None
     (a default per type). ``pair_potential``: None, ``"ZBL"`` or ``"LJ"``.
     ``type_names`` default to ``species``; ``chemical_species`` (one per type)
-    lets several type names stand for one element (used by ZBL)."""
+    lets several type names stand for one element (used by ZBL).
+    ``scalar_embed``: Allegro's two-body embedding, ``"bessel"`` or ``"spline"``."""
     type_names = list(type_names or species)
     chemical_species = list(chemical_species or type_names)
     if avg_num_neighbors is None:
@@ -94,10 +96,11 @@ def model_config(
             num_layers=int(num_layers),
             num_scalar_features=int(num_features),
             num_tensor_features=max(2, int(num_features) // 2),
-            radial_chemical_embed={
-                "_target_": "allegro.nn.TwoBodyBesselScalarEmbed",
-                "num_bessels": 8,
-            },
+            radial_chemical_embed=(
+                {"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 8}
+                if scalar_embed == "bessel"
+                else {"_target_": "allegro.nn.TwoBodySplineScalarEmbed", "num_splines": 8, "spline_span": 6}
+            ),
             scalar_embed_mlp_hidden_layers_width=16,
             allegro_mlp_hidden_layers_width=16,
             readout_mlp_hidden_layers_width=8,

@@ -60,8 +60,8 @@ class NequIPModernOriginal:
         details = getattr(spec, "details", {}) or {}
         if details.get("type_map_source") in ("given", "ZBL chemical species"):
             mapping = parse_type_map(details["type_map"])
-        elif trained:
-            mapping = trained
+        elif {e: t for e, t in trained.items() if t in type_names}:
+            mapping = {e: t for e, t in trained.items() if t in type_names}
         else:
             from nequip.integrations.utils import handle_chemical_species_map
 

@@ -86,3 +86,8 @@ def test_allegro_two_species_float32_other_artifacts(modern_models, artifact):
     staged = _convert(source)
     assert staged.kim_gnn_spec.details["artifact"] == artifact and staged.kim_gnn_spec.details["model"] == "Allegro"
     _check(source, staged)
+
+
+def test_allegro_spline_scalar_embedding(modern_models):
+    model = modern_models.in_memory(architecture="allegro", species=("Si", "C"), num_layers=2, scalar_embed="spline", seed=10)
+    _check(model, _convert(model))
