@@ -171,15 +171,30 @@ def load_eager(path: str, kind: str):
 
         set_global_state()
         try:
-            with warnings.catch_warnings(), _quiet_logging():
+            with warnings.catch_warnings(), _quiet_logging(), _with_suffix(path, kind) as named:
                 warnings.simplefilter("ignore")
-                model = load_saved_model(path, compile_mode="eager")
+                model = load_saved_model(named, compile_mode="eager")
         except KimGnnError:
             raise
         except Exception as exc:
             what = "packaged model" if kind == "package" else "training checkpoint"
             raise KimGnnError(f"{path}: nequip could not load this {what} ({type(exc).__name__}: {first_line(exc)})") from None
     return model.eval()
+
+
+@contextlib.contextmanager
+def _with_suffix(path: str, kind: str):
+    """nequip tells packages from checkpoints by the name (``.nequip.zip``);
+    kim-gnn by the content, so a renamed package is given under its proper name."""
+    if kind != "package" or path.endswith(".nequip.zip"):
+        yield path
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kim-gnn-package-") as tmp:
+        named = os.path.join(tmp, "model.nequip.zip")
+        os.symlink(os.path.abspath(path), named)
+        yield named
 
 
 def _mentions_allegro(path: str) -> bool:

@@ -140,3 +140,12 @@ def test_type_names_that_are_not_symbols_use_the_training_data_map(modern_models
     # in memory, nothing says what SiX is
     with pytest.raises(UnsupportedModelError, match=r"not chemical symbols.*--type-map"):
         convert_nequip(modern_models.in_memory(**{k: v for k, v in options.items() if k != "chemical_species"}))
+
+
+def test_a_renamed_package_is_still_a_package(modern_models, tmp_path):
+    import shutil
+
+    renamed = tmp_path / "my_model.zip"
+    shutil.copy(modern_models.package(**SMALL), renamed)
+    staged = convert_nequip(renamed)
+    assert staged.kim_gnn_spec.details["artifact"] == "package"
