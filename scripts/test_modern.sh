@@ -3,7 +3,7 @@
 # e3nn 0.6) and run the nequip >= 0.7 / Allegro tests (tests/nequip_modern).
 # The cross-environment tests also use the legacy interpreter
 # ($KIM_GNN_LEGACY_PYTHON, else .venv/bin/python from scripts/setup.sh) and
-# are skipped without it. About 5-6 minutes on 2 cores.
+# are skipped without it. About 4 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_modern.sh
