@@ -62,7 +62,9 @@ class Adapter:
     summary: str = ""
     #: Public names it adds to ``kim_gnn``: name -> "module:attribute".
     exports: Dict[str, str] = field(default_factory=dict)
-    example: Optional[ExampleModel] = None
+    #: The model ``kim-gnn example --architecture NAME`` builds (named like the
+    #: adapter), or several by name (e.g. nequip-modern and allegro).
+    example: object = None
     #: Detection order among adapters (lower first); ties by name.
     priority: int = 100
 
@@ -76,6 +78,15 @@ class Adapter:
             return version(self.package)
         except Exception:
             return ""
+
+    @property
+    def examples(self) -> Dict[str, ExampleModel]:
+        """The example models this adapter builds, by ``--architecture`` name."""
+        if self.example is None:
+            return {}
+        if isinstance(self.example, ExampleModel):
+            return {self.name: self.example}
+        return dict(self.example)
 
     def option_help(self, name: str) -> str:
         return self.options.get(name, "") if isinstance(self.options, dict) else ""
@@ -166,6 +177,15 @@ def adapter_named(name: str) -> Adapter:
             return adapter
     known = ", ".join(a.name for a in registered_adapters())
     raise KimGnnError(f"no adapter for architecture {name!r} (known: {known})")
+
+
+def example_models() -> Dict[str, tuple]:
+    """Every example ``kim-gnn example`` can build: name -> (adapter, ExampleModel)."""
+    found: Dict[str, tuple] = {}
+    for adapter in registered_adapters():
+        for name, example in adapter.examples.items():
+            found.setdefault(name, (adapter, example))
+    return found
 
 
 def all_options() -> Dict[str, str]:

@@ -211,11 +211,10 @@ def cmd_example(args) -> int:
     """Build a small seeded model, convert it, verify it."""
     import shutil
 
-    from .adapters import adapter_named
+    from .adapters import example_models
     from .export import write_portable_model
 
-    adapter = adapter_named(args.architecture)
-    example = adapter.example
+    adapter, example = example_models()[args.architecture]
     out = os.path.abspath(args.out or default_example_dir(args.architecture))
     if os.path.exists(out) and not os.path.isdir(out):
         raise KimGnnError(f"--out {out} exists and is not a directory")
@@ -269,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     adapters = registered_adapters()
     kinds = "; ".join(a.summary or a.name for a in adapters)
-    examples = [a.name for a in adapters if a.example is not None]
+    from .adapters import example_models
+
+    examples = list(example_models())
     # --debug is accepted before and after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

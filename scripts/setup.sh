@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with the "legacy" architecture set (torch 2.13.0, e3nn 0.4.4,
-# nequip 0.6.2, mace-torch 0.3.16) and kim-gnn installed in editable mode.
+# nequip 0.6.2, mace-torch 0.3.16) and kim-gnn installed in editable mode, then
+# .venv-modern (scripts/setup_modern.sh: nequip 0.19.1, nequip-allegro 0.8.3,
+# e3nn 0.6; KIM_GNN_SKIP_MODERN=1 skips it).
 # Safe to run again: it only installs what is missing. Prints one line per step.
 #
 # Which torch build you get: torch is installed first, pinned to 2.13.0, so that
@@ -46,3 +48,12 @@ echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 
 step "checking the environment"
 TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 .venv/bin/python -W ignore -c "import kim_gnn, torch, nequip, e3nn; print('setup: ready: kim-gnn', kim_gnn.__version__, '| torch', torch.__version__, '| nequip', nequip.__version__, '| e3nn', e3nn.__version__)"
+
+# nequip >= 0.7 and Allegro need e3nn 0.6, which cannot share .venv with
+# mace-torch's e3nn 0.4.4: their own environment, .venv-modern.
+if [ "${KIM_GNN_SKIP_MODERN:-0}" = 1 ]; then
+    step "skipping .venv-modern (KIM_GNN_SKIP_MODERN=1)"
+else
+    step "the modern environment (.venv-modern: nequip 0.19.1, nequip-allegro 0.8.3, e3nn 0.6)"
+    TORCH_VERSION=$TORCH_VERSION bash scripts/setup_modern.sh
+fi

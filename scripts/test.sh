@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up everything (Python env, KIM API stack) and run the test suite.
+# Set up everything (both Python environments, KIM API stack) and run the test
+# suite: tests/ in .venv, then the nequip >= 0.7 tests in .venv-modern.
 #
 #   bash scripts/test.sh                 # everything (what CI runs)
 #   bash scripts/test.sh -m "not slow"   # quick subset: no model matrices
@@ -23,5 +24,21 @@ if [ "$WORKERS" -gt 1 ]; then
     PARALLEL=(-n "$WORKERS")
     export OMP_NUM_THREADS=1  # one torch thread per worker: the workers share the cores
 fi
-echo "tests: pytest on $WORKERS worker(s)"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "${PARALLEL[@]}" "$@" tests
+echo "tests: legacy environment (.venv), pytest on $WORKERS worker(s)"
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "${PARALLEL[@]}" "$@" tests
+legacy=$?
+set -e
+if [ "${KIM_GNN_SKIP_MODERN:-0}" = 1 ]; then
+    echo "tests: modern environment skipped (KIM_GNN_SKIP_MODERN=1)"
+    exit $legacy
+fi
+echo "tests: modern environment (.venv-modern: nequip >= 0.7, Allegro)"
+set +e
+KIM_GNN_LEGACY_PYTHON=$(pwd)/.venv/bin/python .venv-modern/bin/python -m pytest -q -p no:cacheprovider \
+    --durations=10 "$@" tests/nequip_modern tests/test_nequip_modern_detection.py
+modern=$?
+set -e
+[ $modern -eq 5 ] && modern=0  # the arguments selected no modern test
+echo "tests: legacy exit $legacy, modern exit $modern"
+[ $legacy -eq 0 ] && [ $modern -eq 0 ]

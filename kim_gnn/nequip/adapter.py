@@ -22,6 +22,7 @@ def describe(path, **options):
     info = inspect_nequip(path)
     return {
         "architecture": "nequip",
+        "framework": "nequip 0.5/0.6 deployed model",
         "version": info.nequip_version,
         "layers": info.num_layers,
         "cutoff": info.r_max,
@@ -55,7 +56,7 @@ ADAPTER = Adapter(
     original=original,
     package="nequip",
     summary="NequIP 0.5/0.6 deployed.pth",
-    exports={"convert_nequip": "kim_gnn.nequip.convert:convert_nequip"},
+    exports={"convert_nequip": "kim_gnn.nequip:convert_nequip"},
     example=ExampleModel(build=build_example, file_name="deployed.pth",
                          item_name="Si_NequIP_Example__MO_000000000000_000",
                          description="a seeded random NequIP 0.6 model"),

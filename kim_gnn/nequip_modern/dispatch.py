@@ -1,0 +1,42 @@
+"""``convert_nequip`` for every NequIP: tells a 0.5/0.6 ``deployed.pth``
+from nequip >= 0.7 artifacts and in-memory models by itself."""
+
+import os
+
+
+def is_modern(source) -> bool:
+    """Whether ``source`` (a file or an in-memory module) is a nequip >= 0.7
+    model rather than a 0.5/0.6 ``deployed.pth``."""
+    if isinstance(source, (str, os.PathLike)):
+        from .load import artifact_kind
+
+        return artifact_kind(os.fspath(source)) is not None
+    from .convert import is_modern_module
+
+    return is_modern_module(source)
+
+
+def convert_nequip(source, type_map=None):
+    """Convert a NequIP model into a staged TorchScript model that follows the
+    TorchML driver contract: a 0.5/0.6 ``deployed.pth``, or a nequip >= 0.7
+    (0.19) ``.nequip.zip`` / ``.ckpt`` / compiled ``.nequip.pth`` / in-memory
+    ``GraphModel``, NequIP or Allegro. ``type_map`` (element -> type name)
+    applies to nequip >= 0.7 models only."""
+    from ..errors import KimGnnError
+
+    if is_modern(source):
+        from .convert import convert_nequip_modern
+
+        return convert_nequip_modern(source, type_map=type_map)
+    if type_map is not None:
+        raise KimGnnError("type_map applies to nequip >= 0.7 models; 0.5/0.6 deployed models map species themselves")
+    import torch
+
+    if isinstance(source, torch.nn.Module):
+        raise KimGnnError(
+            f"an in-memory {type(source).__name__} is not a nequip >= 0.7 GraphModel; NequIP 0.5/0.6 models are "
+            "converted from their deployed.pth file"
+        )
+    from ..nequip.convert import convert_nequip as convert_nequip_legacy
+
+    return convert_nequip_legacy(source)

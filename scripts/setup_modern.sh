@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Create .venv-modern with the "modern" architecture set (torch 2.13.0,
+# e3nn 0.6.x, nequip 0.19.1, nequip-allegro 0.8.3) and kim-gnn installed in
+# editable mode from this checkout. nequip >= 0.7 needs e3nn 0.6 while
+# mace-torch pins e3nn 0.4.4, so the two sets live in two environments
+# (.venv: scripts/setup.sh; .venv-modern: this script).
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+PYTHON=${PYTHON:-python3}
+VENV=.venv-modern
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "modern env: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+else
+    echo "modern env: $VENV exists"
+fi
+PY="$VENV/bin/python"
+PIP="$PY -m pip --disable-pip-version-check"
+# torch first and pinned, as in scripts/setup.sh (KIM_GNN_TORCH_INDEX as there).
+if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    echo "modern env: installing torch 2.13.0 (CPU)"
+    $PIP install --quiet "torch==2.13.0"
+else
+    echo "modern env: torch 2.13.0 present"
+fi
+# Every later install is constrained so that nothing can move torch.
+CONSTRAINTS="$VENV/constraints.txt"
+echo "torch==2.13.0" > "$CONSTRAINTS"
+if ! "$PY" - <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+want = {"nequip": "0.19.1", "nequip-allegro": "0.8.3"}
+ok = all(version(k) == v for k, v in want.items()) and version("e3nn").startswith("0.6.")
+for mod in ("ase", "vesin", "yaml", "numpy", "pytest"):
+    __import__(mod)
+sys.exit(0 if ok else 1)
+PY
+then
+    echo "modern env: installing e3nn 0.6.x, nequip 0.19.1, nequip-allegro 0.8.3, ase, vesin, pyyaml, numpy, pytest"
+    $PIP install --quiet -c "$CONSTRAINTS" "e3nn>=0.6,<0.7" "nequip==0.19.1" "nequip-allegro==0.8.3" \
+        "ase>=3.22" "vesin>=0.3" pyyaml numpy "pytest>=7" 2> >(grep -v "is ignored: it is neither" >&2)
+else
+    echo "modern env: nequip 0.19.1, nequip-allegro 0.8.3, e3nn 0.6 present"
+fi
+# kim-gnn itself, editable, pointing at this checkout (not at another worktree).
+# (checked from / so that the checkout on sys.path cannot answer for the venv)
+if ! (cd / && "$REPO/$PY" -c "import kim_gnn, os, sys; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(kim_gnn.__file__))) != os.path.realpath(sys.argv[1]))" "$REPO") 2>/dev/null; then
+    echo "modern env: installing kim-gnn (editable) from $REPO"
+    $PIP install --quiet --no-deps -c "$CONSTRAINTS" -e "$REPO" 2> >(grep -v "is ignored: it is neither" >&2)
+else
+    echo "modern env: kim-gnn (editable) from $REPO present"
+fi
+"$PY" -W ignore -c "import kim_gnn, torch, nequip, allegro, e3nn; print('modern env: kim-gnn', kim_gnn.__version__, '| torch', torch.__version__, '| nequip', nequip.__version__, '| allegro', allegro.__version__, '| e3nn', e3nn.__version__)"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up the modern environment (.venv-modern: nequip 0.19, nequip-allegro,
+# e3nn 0.6) and run the nequip >= 0.7 / Allegro tests (tests/nequip_modern).
+# The cross-environment tests also use the legacy interpreter
+# ($KIM_GNN_LEGACY_PYTHON, else .venv/bin/python from scripts/setup.sh) and
+# are skipped without it. About 4 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_modern.sh
+exec .venv-modern/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@" tests/nequip_modern
