@@ -20,8 +20,13 @@ PY="$VENV/bin/python"
 PIP="$PY -m pip --disable-pip-version-check"
 # torch first and pinned, as in scripts/setup.sh (KIM_GNN_TORCH_INDEX as there).
 if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-    echo "modern env: installing torch 2.13.0 (CPU)"
-    $PIP install --quiet "torch==2.13.0"
+    if [ -n "${KIM_GNN_TORCH_INDEX:-}" ]; then
+        echo "modern env: installing torch 2.13.0 from $KIM_GNN_TORCH_INDEX"
+        $PIP install --quiet "torch==2.13.0" --index-url "$KIM_GNN_TORCH_INDEX"
+    else
+        echo "modern env: installing torch 2.13.0 (the build pip resolves; see scripts/setup.sh for CPU vs CUDA)"
+        $PIP install --quiet "torch==2.13.0"
+    fi
 else
     echo "modern env: torch 2.13.0 present"
 fi
