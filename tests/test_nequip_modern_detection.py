@@ -57,7 +57,7 @@ def test_legacy_environment_names_the_modern_one(tmp_path, make):
 
 
 def test_aot_inductor_is_refused_in_every_environment(tmp_path):
-    from kim_gnn.convert import convert
+    from kim_gnn import convert
 
     path = tmp_path / "model.nequip.pt2"
     path.write_bytes(b"PK\x05\x06" + b"\0" * 18)

@@ -35,7 +35,7 @@ def test_aot_inductor_file_is_refused_naming_what_to_give(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"AOT Inductor.*\.nequip\.zip"):
         convert_nequip(path)
     with pytest.raises(UnsupportedModelError, match=r"\.nequip\.zip"):
-        from kim_gnn.convert import convert
+        from kim_gnn import convert
 
         convert(path)
 
