@@ -58,7 +58,14 @@ def load_unfrozen(path: PathLike, device: str = "cpu"):
         module = torch.jit.load(model_file, map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces
         raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({first_line(exc)})") from None
-    return module, StagedModelSpec.from_extra_files(extra)
+    if any(extra.values()):
+        return module, StagedModelSpec.from_extra_files(extra)
+    # Saved without extra files (a reloaded or frozen module saved again):
+    # the spec the model carries in its own code.
+    spec = contract.spec_of_module(module)
+    if spec is None:
+        StagedModelSpec.from_extra_files(extra)  # raises "not a kim-gnn converted model"
+    return module, spec
 
 
 def read_spec(path: PathLike) -> StagedModelSpec:
