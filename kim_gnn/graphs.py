@@ -157,7 +157,10 @@ def _check_overlaps(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) ->
     if len(positions) < 2 and not pbc.any():
         return
     box = complete_cell(cell) if pbc.any() else np.zeros((3, 3))
-    i, j, d = _neighbor_pairs(positions, box, pbc, OVERLAP_DISTANCE, "ijd")
+    # Search at 1 A (a 0.01 A search makes the cell list enormous), keep the overlaps.
+    i, j, d = _neighbor_pairs(positions, box, pbc, 1.0, "ijd")
+    close = d < OVERLAP_DISTANCE
+    i, j, d = i[close], j[close], d[close]
     if len(i):
         k = int(np.argmin(d))
         what = "its own periodic image" if i[k] == j[k] else f"atom {int(j[k])}"
@@ -197,8 +200,11 @@ def pad_periodic_images(atoms, species: Sequence[str], influence_distance: float
         from ase.geometry import complete_cell
 
         cell = complete_cell(cell)
-        i, j, shifts = _neighbor_pairs(positions, cell, pbc, influence_distance + skin, "ijS")
-        images = shifts.any(axis=1)
+        # Inclusive reach, as the driver's own cutoff test: search slightly
+        # beyond it and keep what lies within.
+        reach = influence_distance + skin
+        i, j, shifts, d = _neighbor_pairs(positions, cell, pbc, reach * (1.0 + 1e-9) + 1e-12, "ijSd")
+        images = shifts.any(axis=1) & (d <= reach)
         # One padding particle per distinct (atom, cell shift) that lies
         # within reach of some contributing atom.
         keys = np.concatenate([j[images, None].astype(np.int64), shifts[images].astype(np.int64)], axis=1)
