@@ -164,11 +164,21 @@ def detect_adapter(source) -> Adapter:
     for adapter in ADAPTERS:
         if adapter.detect(path):
             return adapter
-    if not zipfile.is_zipfile(path):
-        raise KimGnnError(f"{path} is not a model file kim-gnn knows: not a TorchScript or PyTorch archive")
     names = _zip_names(path)
-    if any(n.endswith("/extra/nequip_version") for n in names) or any(n.endswith("/code/__torch__") for n in names):
+    if not names:
+        raise KimGnnError(
+            f"{path} is not a model file kim-gnn knows: not a TorchScript or PyTorch archive "
+            "(or the file is truncated or corrupt)"
+        )
+    if any(n.endswith("/extra/kim_gnn/species") for n in names):
+        raise KimGnnError(f"{path} is already a converted kim-gnn model; convert the original model it came from")
+    if any(n.endswith("/extra/nequip_version") for n in names) or any("/code/__torch__" in n for n in names):
         raise UnsupportedModelError(f"{path} is TorchScript, but not a model of a supported architecture")
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        raise UnsupportedModelError(
+            f"{path} is a PyTorch archive (torch.save) that holds no model of a supported architecture: a state "
+            "dict or training checkpoint? Convert the whole-model file (e.g. the .model that mace_run_train writes)"
+        )
     raise UnsupportedModelError(
         f"{path} is not a model of a supported architecture (supported: {', '.join(a.name for a in ADAPTERS)})"
     )

@@ -104,7 +104,7 @@ class VerificationReport:
         return "\n".join(lines)
 
 
-def _load_user_structures(structures, species: Sequence[str]) -> List[Case]:
+def _load_user_structures(structures, spec) -> List[Case]:
     """Read user structures and refuse, up front and by name, any that no
     model can be evaluated on (empty, NaN coordinates, unknown species)."""
     import ase.io
@@ -127,8 +127,8 @@ def _load_user_structures(structures, species: Sequence[str]) -> List[Case]:
             cases.append(Case(label, atoms))
     for case in cases:
         try:
-            check_structure(case.atoms)
-            species_indices(case.atoms.get_chemical_symbols(), species)
+            check_structure(case.atoms, spec.influence_distance, spec.cutoff)
+            species_indices(case.atoms.get_chemical_symbols(), spec.species)
         except KimGnnError as exc:
             raise KimGnnError(f"structure {case.name}: {exc}") from None
     return cases
@@ -334,7 +334,7 @@ def verify(
             if properties:
                 cases += property_cases(spec.species, spec.cutoff, seed)
         if structures:
-            cases += _load_user_structures(structures, spec.species)
+            cases += _load_user_structures(structures, spec)
         if not cases:
             raise KimGnnError("nothing to verify: no structures")
 
