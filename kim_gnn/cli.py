@@ -90,6 +90,24 @@ def cmd_verify(args) -> int:
                        not args.no_properties, args.quiet, args.json)
 
 
+def cmd_check(args) -> int:
+    from .check import check_model
+
+    if not os.path.exists(args.model):
+        raise KimGnnError(f"no such file: {args.model}")
+    report = check_model(args.model, progress=_progress(args.quiet), only=args.only,
+                         memory_calls=args.memory_calls)
+    _end_progress(args.quiet)
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary())
+        if args.json:
+            report.write_json(args.json)
+            print(f"report written to {args.json}")
+    return 0 if report.passed else 1
+
+
 def describe(path: str, head: Optional[str] = None) -> dict:
     """What a file is: an original model (through its adapter) or a converted one."""
     from .adapters import detect_adapter
@@ -222,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("check", help="OpenKIM-style checks of a converted model on its own",
+                       description="Run a converted model (model.pt or a KIM portable model directory) as the TorchML "
+                                   "driver runs it and check it alone, without the original: forces vs. the numerical "
+                                   "derivative of the energy, continuity across the cutoff and influence distance, "
+                                   "inversion/translation/rotation/permutation symmetry, periodicity (1x1x1 vs 2x2x2), "
+                                   "species support, thread safety, memory growth, determinism. One PASS/FAIL line "
+                                   "per check; exits 1 if any fails.")
+    p.add_argument("model", help="converted model.pt or KIM portable model directory")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the report as JSON to FILE (without FILE: print JSON instead of the text report)")
+    p.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks")
+    p.add_argument("--memory-calls", type=int, default=500, help="calls of the memory check (default 500)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("info", help="describe a model file (original or converted)")
     p.add_argument("model", help="original model file, converted model.pt or portable model directory")
