@@ -140,9 +140,21 @@ def _is_converted(path: str) -> bool:
 
     try:
         with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("/extra/" + contract.METADATA_PREFIX + "species") for n in zf.namelist())
+            names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
+    if any(n.endswith("/extra/" + contract.METADATA_PREFIX + "species") for n in names):
+        return True
+    # saved without extra files (reloaded or frozen, then saved): the spec in its code
+    if any("/code/" in n for n in names) and not any(n.endswith("/extra/nequip_version") for n in names):
+        from .executor import read_spec
+
+        try:
+            read_spec(path)
+            return True
+        except KimGnnError:
+            return False
+    return False
 
 
 def cmd_info(args) -> int:

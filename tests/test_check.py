@@ -193,3 +193,34 @@ def test_cli_check_exit_1_on_failure(nequip_models, break_conversion, tmp_path, 
     assert main(["check", str(path), "--only", "periodicity", "-q", "--json", str(tmp_path / "r.json")]) == 1
     assert "FAIL  periodicity" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is False
+
+
+def _matrix(relative):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), relative)
+    spec = importlib.util.spec_from_file_location("_matrix_" + os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NEQUIP_MATRIX = _matrix("nequip/test_matrix.py")
+MACE_MATRIX = _matrix("mace/test_mace_matrix.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combo", NEQUIP_MATRIX.MATRIX, ids=[NEQUIP_MATRIX._id(c) for c in NEQUIP_MATRIX.MATRIX])
+def test_checks_pass_on_the_nequip_matrix(nequip_models, combo):
+    layers, species, dtype, l_max, zbl = combo
+    options = dict(num_layers=layers, species=species, model_dtype=dtype, l_max=l_max, zbl=zbl, seed=layers)
+    report = check_model(nequip_models.converted(**options))
+    assert report.passed, "\n" + report.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combo", MACE_MATRIX.MATRIX, ids=[MACE_MATRIX._id(c) for c in MACE_MATRIX.MATRIX])
+def test_checks_pass_on_the_mace_matrix(mace_models, combo):
+    report = check_model(mace_models.converted(**MACE_MATRIX._options(combo)))
+    assert report.passed, "\n" + report.summary()

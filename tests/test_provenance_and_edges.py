@@ -112,3 +112,17 @@ def test_lone_atom_near_the_dummy_position_has_no_edges():
     assert graphs.species.tolist() == [1, 1]
     assert graphs.contributions.tolist() == [contract.CONTRIBUTING, contract.NOT_CONTRIBUTING]
     assert all(e.shape == (2, 0) for e in graphs.edge_index)
+
+
+def test_info_reads_a_frozen_resaved_model(converted, tmp_path, capsys):
+    from kim_gnn.cli import main
+
+    _, module = converted
+    frozen = torch.jit.freeze(module.eval())
+    path = tmp_path / "frozen.pt"
+    torch.jit.save(frozen, str(path))
+    assert main(["info", str(path), "--json"]) == 0
+    import json
+
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "converted kim-gnn model" and info["species"] == module.kim_gnn_spec.species
