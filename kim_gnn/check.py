@@ -15,9 +15,14 @@ pass/fail result with the number it was judged on:
 * periodicity: energy per atom of a 1x1x1 and a 2x2x2 cell agree;
 * species: every species of the model works; an unknown element and an
   out-of-range species index give clear errors;
-* thread safety: concurrent evaluations bit-identical to serial ones;
+* thread safety: concurrent evaluations identical to serial ones;
 * memory: RSS does not grow over repeated calls;
-* determinism: repeated calls bit-identical.
+* determinism: repeated calls identical.
+
+"Identical" is bit for bit, except that torch's parallel CPU scatter-adds
+sum in no fixed order, so forces may differ in the last bits from call to
+call (also in the driver): a difference below a tenth of verify's force
+tolerance is reported, and passes.
 """
 
 from __future__ import annotations
@@ -314,9 +319,33 @@ def _evaluations(m: _Model, structures):
     return run_all
 
 
-def _identical(a, b) -> bool:
-    return all(x[0] == y[0] and np.array_equal(x[1], y[1]) and np.array_equal(x[2], y[2], equal_nan=True)
-               for x, y in zip(a, b))
+def _difference(a, b) -> float:
+    """Largest difference between two sets of results, relative to
+    max(1, |value|); 0.0 when bit-identical."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+            if np.array_equal(u, v, equal_nan=True):
+                continue
+            d = np.abs(u - v)
+            worst = max(worst, float(np.nan_to_num(d, nan=np.inf).max() / _scale(u)))
+    return worst
+
+
+def _rounding_limit(m: _Model) -> float:
+    """How far repeated results may differ: torch's parallel CPU scatter-adds
+    (in backward) sum in no fixed order, so forces of larger structures can
+    change in the last bits from call to call, in the driver too."""
+    return m.tol["forces"] / 10.0
+
+
+def _same_detail(diff: float, limit: float) -> str:
+    if diff == 0.0:
+        return "bit-identical"
+    if diff <= limit:
+        return f"identical to rounding (largest difference {diff:.1e}, limit {limit:.0e}: unordered parallel sums)"
+    return f"DIFFER by up to {diff:.1e} (limit {limit:.0e})"
 
 
 def check_determinism(m: _Model, structures, repeats: int = 5) -> CheckResult:
@@ -324,10 +353,10 @@ def check_determinism(m: _Model, structures, repeats: int = 5) -> CheckResult:
     for _ in range(WARMUP_CALLS):
         run_all()
     first = run_all()
-    same = all(_identical(first, run_all()) for _ in range(repeats - 1))
-    return CheckResult("determinism", same, f"{repeats} repeated calls (after {WARMUP_CALLS} warm-up calls) "
-                       f"{'bit-identical' if same else 'DIFFER'}",
-                       0.0 if same else 1.0)
+    diff = max(_difference(first, run_all()) for _ in range(repeats - 1))
+    limit = _rounding_limit(m)
+    return CheckResult("determinism", diff <= limit,
+                       f"{repeats} repeated calls (after {WARMUP_CALLS} warm-up calls) {_same_detail(diff, limit)}", diff)
 
 
 def check_threads(m: _Model, structures, threads: int = 4, repeats: int = 3) -> CheckResult:
@@ -349,10 +378,13 @@ def check_threads(m: _Model, structures, threads: int = 4, repeats: int = 3) -> 
         t.start()
     for t in pool:
         t.join()
-    same = not errors and len(results) == threads * repeats and all(_identical(serial, r) for r in results)
-    detail = f"{threads} threads x {repeats} calls " + ("bit-identical to serial" if same else
-                                                       ("failed: " + errors[0] if errors else "DIFFER from serial"))
-    return CheckResult("thread-safety", same, detail, 0.0 if same else 1.0)
+    if errors or len(results) != threads * repeats:
+        return CheckResult("thread-safety", False, f"{threads} threads x {repeats} calls failed: "
+                           + (errors[0] if errors else "results missing"), float("inf"))
+    diff = max(_difference(serial, r) for r in results)
+    limit = _rounding_limit(m)
+    return CheckResult("thread-safety", diff <= limit,
+                       f"{threads} threads x {repeats} calls vs serial: {_same_detail(diff, limit)}", diff)
 
 
 def _rss() -> int:
