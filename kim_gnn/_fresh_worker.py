@@ -43,6 +43,7 @@ def main(job_file: str, out_file: str) -> int:
             results.append({
                 "energy": r.energy, "energies": r.energies, "forces": r.forces, "stress": r.stress,
                 "num_particles": r.num_particles, "num_edges": list(r.num_edges),
+                "energies_shape": tuple(r.energies_shape), "padding_energy": r.padding_energy,
             })
         except KimGnnError as exc:
             results.append({"error": str(exc)})

@@ -243,11 +243,19 @@ def detect_adapter(source) -> Adapter:
     names = zip_names(path)
     if not names:
         raise KimGnnError(
-            f"{path} is not a model file kim-gnn knows: not a TorchScript or PyTorch archive (supported: {supported})"
+            f"{path} is not a model file kim-gnn knows: not a TorchScript or PyTorch archive "
+            f"(or the file is truncated or corrupt; supported: {supported})"
         )
+    if any(n.endswith("/extra/kim_gnn/species") for n in names):
+        raise KimGnnError(f"{path} is already a converted kim-gnn model; convert the original model it came from")
     if any(n.endswith("/constants.pkl") or "/code/__torch__" in n for n in names):
         raise UnsupportedModelError(f"{path} is TorchScript, but not a model of a supported architecture "
                                     f"(supported: {supported})")
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        raise UnsupportedModelError(
+            f"{path} is a PyTorch archive (torch.save) that holds no model of a supported architecture: a state "
+            "dict or training checkpoint? Convert the whole-model file (e.g. the .model that mace_run_train writes)"
+        )
     raise UnsupportedModelError(f"{path} is not a model of a supported architecture (supported: {supported})")
 
 

@@ -143,6 +143,26 @@ def _adapter_options(args) -> dict:
     return {name: getattr(args, name, None) for name in all_options()}
 
 
+def cmd_check(args) -> int:
+    from .check import check_model
+
+    if not os.path.exists(args.model):
+        raise KimGnnError(f"no such file: {args.model}")
+    if args.json and args.json != "-":
+        check_output_file(args.json, "JSON report")
+    report = check_model(args.model, progress=_progress(args.quiet), only=args.only,
+                         memory_calls=args.memory_calls)
+    _end_progress(args.quiet)
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary())
+        if args.json:
+            report.write_json(args.json)
+            print(f"report written to {args.json}")
+    return 0 if report.passed else 1
+
+
 def describe(path: str, **options) -> dict:
     """What a file is: an original model (through its adapter) or a converted one."""
     from .adapters import detect_adapter
@@ -184,9 +204,21 @@ def _is_converted(path: str) -> bool:
 
     try:
         with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("/extra/" + contract.METADATA_PREFIX + "species") for n in zf.namelist())
+            names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
+    if any(n.endswith("/extra/" + contract.METADATA_PREFIX + "species") for n in names):
+        return True
+    # saved without extra files (reloaded or frozen, then saved): the spec in its code
+    if any("/code/" in n for n in names) and not any(n.endswith("/extra/nequip_version") for n in names):
+        from .executor import read_spec
+
+        try:
+            read_spec(path)
+            return True
+        except KimGnnError:
+            return False
+    return False
 
 
 def cmd_info(args) -> int:
@@ -321,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "PNG, PDF or SVG by suffix; needs matplotlib")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("check", parents=[common], help="OpenKIM-style checks of a converted model on its own",
+                       description="Run a converted model (model.pt or a KIM portable model directory) as the TorchML "
+                                   "driver runs it and check it alone, without the original: forces vs. the numerical "
+                                   "derivative of the energy, continuity across the cutoff and influence distance, "
+                                   "inversion/translation/rotation/permutation symmetry, periodicity (1x1x1 vs 2x2x2), "
+                                   "species support, thread safety, memory growth, determinism. One PASS/FAIL line "
+                                   "per check; exits 1 if any fails.")
+    p.add_argument("model", help="converted model.pt or KIM portable model directory")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the report as JSON to FILE (without FILE: print JSON instead of the text report)")
+    p.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks")
+    p.add_argument("--memory-calls", type=int, default=500, help="calls of the memory check (default 500)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("info", parents=[common], help="describe a model file (original or converted)")
     p.add_argument("model", help="original model file, converted model.pt or portable model directory")

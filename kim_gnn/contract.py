@@ -12,7 +12,7 @@ from __future__ import annotations
 import linecache
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .errors import KimGnnError
 
@@ -48,7 +48,10 @@ NOT_CONTRIBUTING = 1
 #: The TorchScript fusion strategy the driver sets after freezing (process-wide).
 FUSION_STRATEGY = [("DYNAMIC", 3)]
 
-#: Where the driver puts the dummy partner of a single isolated atom.
+#: Where the driver puts the dummy partner of a single isolated atom. It
+#: has no edges (whatever the atom's position), does not contribute, and
+#: kim_gnn gives it the species of the atom: a valid index, and with no
+#: edges and no contribution its species cannot change any result.
 DUMMY_PARTICLE_POSITION = (999.0, 999.0, 999.0)
 
 #: Units the driver accepts.
@@ -58,6 +61,15 @@ ENERGY_UNIT = "eV"
 #: KIM item names of portable models: ``Prefix__MO_<12 digits>_<3 digits>``.
 ITEM_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*__MO_[0-9]{12}_[0-9]{3}$")
 DRIVER_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*__MD_[0-9]{12}_[0-9]{3}$")
+
+#: Model dtypes kim_gnn converts (and has verification tolerances for).
+MODEL_DTYPES = ("float32", "float64")
+
+#: Prefix of the spec JSON that a converted model carries inside its own
+#: code (attribute ``kim_gnn_spec_json`` and the messages of its input
+#: checks), so that provenance survives ``torch.jit.save`` to a buffer and
+#: ``torch.jit.freeze``, which drop extra files and attributes.
+SPEC_MARKER = "kim_gnn_spec:"
 
 PARAM_FILE_NAME = "file.param"
 MODEL_FILE_NAME = "model.pt"
@@ -107,10 +119,40 @@ class StagedModelSpec:
     def num_inputs(self) -> int:
         return self.num_layers + 3
 
-    def to_extra_files(self) -> Dict[str, str]:
+    def validate(self) -> "StagedModelSpec":
+        """Refuse a spec the driver could not use: unknown or repeated
+        element names, a cutoff that is not a positive number, no layers, a
+        dtype kim_gnn has no tolerances for."""
+        import math
+
+        from ase.data import chemical_symbols
+
+        if not self.species:
+            raise KimGnnError("the model lists no species")
+        valid = set(chemical_symbols[1:])
+        unknown = [s for s in self.species if s not in valid]
+        if unknown:
+            raise KimGnnError(
+                f"the model's species list has unknown element name(s) {' '.join(map(repr, unknown))}: "
+                "KIM identifies species by chemical symbol (e.g. Si, C)"
+            )
+        repeated = sorted({s for s in self.species if self.species.count(s) > 1})
+        if repeated:
+            raise KimGnnError(f"the model's species list {' '.join(self.species)} repeats {' '.join(repeated)}")
+        if not (isinstance(self.cutoff, (int, float)) and math.isfinite(self.cutoff) and self.cutoff > 0):
+            raise KimGnnError(f"the model's cutoff {self.cutoff!r} is not a positive number of Angstrom")
+        if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
+            raise KimGnnError(f"the model's number of layers {self.num_layers!r} is not a positive integer")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise KimGnnError(
+                f"unknown model dtype {self.model_dtype!r} (kim-gnn knows {', '.join(MODEL_DTYPES)})"
+            )
+        return self
+
+    def _values(self) -> Dict[str, str]:
         import json
 
-        values = {
+        return {
             "kim_gnn_version": self.kim_gnn_version,
             "architecture": self.architecture,
             "architecture_version": self.architecture_version,
@@ -122,42 +164,72 @@ class StagedModelSpec:
             "model_dtype": self.model_dtype,
             "details": json.dumps(self.details, sort_keys=True),
         }
-        return {METADATA_PREFIX + k: v for k, v in values.items()}
+
+    def to_extra_files(self) -> Dict[str, str]:
+        return {METADATA_PREFIX + k: v for k, v in self._values().items()}
+
+    def to_json(self) -> str:
+        """The spec as JSON, as the converted model carries it in its code
+        (``<`` escaped so that it can be found again in any string)."""
+        import json
+
+        return json.dumps(self._values(), sort_keys=True).replace("<", "\\u003c")
+
+    @classmethod
+    def from_json(cls, text: str) -> "StagedModelSpec":
+        import json
+
+        return cls._from_values(json.loads(text))
 
     @classmethod
     def from_extra_files(cls, files: Dict[str, str]) -> "StagedModelSpec":
-        import json
-
         values = {
             k[len(METADATA_PREFIX):]: (v.decode() if isinstance(v, bytes) else v)
             for k, v in files.items()
             if k.startswith(METADATA_PREFIX)
         }
+        return cls._from_values(values)
+
+    @classmethod
+    def _from_values(cls, values: Dict[str, str]) -> "StagedModelSpec":
+        import json
+
         if not values.get("species") or not values.get("cutoff") or not values.get("num_layers"):
             raise KimGnnError("not a kim-gnn converted model: it carries no kim_gnn/ metadata (species, cutoff, layers)")
+        try:
+            cutoff, num_layers = float(values["cutoff"]), int(values["num_layers"])
+            details = json.loads(values.get("details") or "{}")
+        except ValueError:
+            raise KimGnnError("the converted model's kim_gnn/ metadata is corrupt (cutoff, layers or details)") from None
         return cls(
             species=values["species"].split(),
-            cutoff=float(values["cutoff"]),
-            num_layers=int(values["num_layers"]),
+            cutoff=cutoff,
+            num_layers=num_layers,
             model_dtype=values.get("model_dtype", "float64"),
             architecture=values.get("architecture", ""),
             architecture_version=values.get("architecture_version", ""),
             kim_gnn_version=values.get("kim_gnn_version", ""),
             source_file=values.get("source_file", ""),
             source_sha256=values.get("source_sha256", ""),
-            details=json.loads(values.get("details") or "{}"),
-        )
+            details=details,
+        ).validate()
 
 
 def script_staged(staged, spec: StagedModelSpec, label: str):
-    """Wrap a staged module in the driver's positional entry point, compile it
-    to TorchScript and attach its spec; a model that does not compile is
-    refused (``label`` names it in the message), never half-emitted."""
+    """Wrap a staged module in the driver's positional entry point (which
+    checks the driver's inputs and carries the spec in its code), compile it
+    to TorchScript and attach its spec; a model that does not compile, or
+    whose weights or spec are unusable, is refused (``label`` names it in the
+    message), never half-emitted."""
     import torch
 
     from .errors import UnsupportedModelError, first_line
 
-    entry = positional_entry_class(spec.num_layers)(staged).eval()
+    spec.validate()
+    check_finite_weights(staged, label)
+    entry = positional_entry_class(spec.num_layers)(
+        staged, num_species=len(spec.species), species_names=" ".join(spec.species), spec_json=spec.to_json()
+    ).eval()
     try:
         scripted = torch.jit.script(entry)
     except Exception as exc:
@@ -165,6 +237,20 @@ def script_staged(staged, spec: StagedModelSpec, label: str):
             f"the staged {label} model could not be compiled to TorchScript ({type(exc).__name__}: {first_line(exc)})"
         ) from None
     return attach_spec(scripted, spec)
+
+
+def check_finite_weights(module, label: str = "") -> None:
+    """Refuse a model with NaN or infinite parameters or buffers: it would
+    give NaN energies in the simulator, far from where the mistake is."""
+    from .errors import UnsupportedModelError
+
+    for kind, named in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
+        for name, value in named:
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise UnsupportedModelError(
+                    f"the {label + ' ' if label else ''}model has non-finite (NaN or inf) values in its {kind} "
+                    f"{name!r}: refusing to convert a broken model"
+                )
 
 
 def file_sha256(path: str) -> str:
@@ -180,17 +266,66 @@ def file_sha256(path: str) -> str:
 
 def attach_spec(scripted, spec: StagedModelSpec):
     """Give a scripted staged model its spec, so that ``scripted.save(path)``
-    writes the ``kim_gnn/*`` provenance extra files with it."""
+    and ``torch.jit.save(scripted, path_or_buffer)`` write the ``kim_gnn/*``
+    provenance extra files with it. (The spec also lives in the model's own
+    code, ``spec_of_module``, for the ways of saving that drop extra files:
+    saving a reloaded or frozen module.)"""
     scripted.kim_gnn_spec = spec
     original_save = scripted.save
+    original_save_to_buffer = scripted.save_to_buffer
+
+    def with_spec(extra_files):
+        files = dict(spec.to_extra_files())
+        files.update(extra_files or {})
+        return files
 
     def save(f, _extra_files=None, **kwargs):
-        files = dict(spec.to_extra_files())
-        files.update(_extra_files or {})
-        return original_save(f, _extra_files=files, **kwargs)
+        return original_save(f, _extra_files=with_spec(_extra_files), **kwargs)
+
+    def save_to_buffer(_extra_files=None, **kwargs):
+        return original_save_to_buffer(_extra_files=with_spec(_extra_files), **kwargs)
 
     scripted.save = save
+    scripted.save_to_buffer = save_to_buffer
     return scripted
+
+
+def _string_constants(graph):
+    for node in graph.findAllNodes("prim::Constant", True):
+        if node.hasAttribute("value") and node.kindOf("value") == "s":
+            yield node.s("value")
+
+
+def spec_of_module(module) -> Optional[StagedModelSpec]:
+    """The spec a converted TorchScript module carries in its code: the
+    Python attribute set at conversion, the ``kim_gnn_spec_json`` attribute
+    of an unfrozen module, or the string constant it became in a frozen one.
+    None if there is none."""
+    import json
+
+    spec = getattr(module, "kim_gnn_spec", None)
+    if isinstance(spec, StagedModelSpec):
+        return spec
+    texts = []
+    try:
+        texts.append(str(module.kim_gnn_spec_json))
+    except Exception:
+        pass
+    try:
+        for method in ("forward",):
+            texts.extend(_string_constants(getattr(module, method).graph))
+    except Exception:
+        pass
+    for text in texts:
+        at = text.find(SPEC_MARKER)
+        if at >= 0:
+            try:
+                values, _ = json.JSONDecoder().raw_decode(text, at + len(SPEC_MARKER))
+            except ValueError:
+                continue
+            if isinstance(values, dict):
+                return StagedModelSpec._from_values(values)
+    return None
 
 
 def empty_extra_files() -> Dict[str, str]:
@@ -333,14 +468,48 @@ def positional_entry_class(num_layers: int) -> type:
         f"class {class_name}(torch.nn.Module):\n"
         '    """Driver entry point: species, coordinates, L edge lists (edge_index_0 the\n'
         '    smallest), contributions (0 = contributing). Returns per-particle energies [N]\n'
-        '    float64, zero on non-contributing particles."""\n'
+        '    float64, zero on non-contributing particles.\n'
         "\n"
-        "    def __init__(self, staged: torch.nn.Module):\n"
+        "    The inputs are checked first: a call that breaks the contract gets one\n"
+        "    clear message (the driver does not catch exceptions) instead of an\n"
+        '    indexing error deep inside the network."""\n'
+        "\n"
+        "    def __init__(self, staged: torch.nn.Module, num_species: int = 0, species_names: str = '',\n"
+        "                 spec_json: str = ''):\n"
         "        super().__init__()\n"
         "        self.staged = staged\n"
+        "        self.num_species = num_species\n"
+        "        self.species_names = species_names\n"
+        f"        self.kim_gnn_spec_json = {SPEC_MARKER!r} + spec_json if spec_json else ''\n"
         "\n"
         f"    def forward(\n        {args},\n    ) -> torch.Tensor:\n"
-        f"        return self.staged(species, coordinates, [{graphs}], contributions)\n"
+        f"        graphs: List[torch.Tensor] = [{graphs}]\n"
+        "        n = coordinates.shape[0]\n"
+        "        if (coordinates.dim() != 2 or coordinates.shape[1] != 3 or coordinates.dtype != torch.float64\n"
+        "                or species.dim() != 1 or species.shape[0] != n or species.dtype != torch.int64\n"
+        "                or contributions.dim() != 1 or contributions.shape[0] != n\n"
+        "                or contributions.dtype != torch.int64):\n"
+        "            raise ValueError('kim-gnn model: inputs break the TorchML contract: expected species [N] int64, '\n"
+        "                             'coordinates [N, 3] float64, contributions [N] int64 '\n"
+        "                             '(model: ' + self.kim_gnn_spec_json + ')')\n"
+        "        if self.num_species > 0 and n > 0:\n"
+        "            lowest = int(species.min())\n"
+        "            highest = int(species.max())\n"
+        "            if lowest < 0 or highest >= self.num_species:\n"
+        "                bad = lowest if lowest < 0 else highest\n"
+        "                raise ValueError('kim-gnn model: species index ' + str(bad) + ' is out of range: this model '\n"
+        "                                 'has ' + str(self.num_species) + ' species (indices 0 to '\n"
+        "                                 + str(self.num_species - 1) + ': ' + self.species_names + '); the driver '\n"
+        "                                 'passes indices into the .param element list (KIM_MODEL_ELEMENTS_MAP must '\n"
+        "                                 'not be set)')\n"
+        "        for k, edges in enumerate(graphs):\n"
+        "            if edges.dim() != 2 or edges.shape[0] != 2 or edges.dtype != torch.int64:\n"
+        "                raise ValueError('kim-gnn model: edge_index_' + str(k) + ' is not a [2, E] int64 tensor')\n"
+        "            if edges.numel() > 0:\n"
+        "                if int(edges.min()) < 0 or int(edges.max()) >= n:\n"
+        "                    raise ValueError('kim-gnn model: edge_index_' + str(k) + ' refers to a particle '\n"
+        "                                     'outside 0 .. ' + str(n - 1))\n"
+        f"        return self.staged(species, coordinates, graphs, contributions)\n"
     )
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: Dict[str, object] = {"__name__": "kim_gnn._generated"}

@@ -32,6 +32,10 @@ class StagedResult:
     stress: Optional[np.ndarray]  # [3, 3] in eV/A^3 (ASE sign), None without a cell volume
     num_particles: int
     num_edges: Sequence[int]
+    #: shape of the model's element 0 (the contract: [num_particles])
+    energies_shape: Sequence[int] = ()
+    #: largest |energy| the model gave a non-contributing particle (the contract: 0)
+    padding_energy: float = 0.0
 
 
 def resolve_model_file(path: PathLike) -> str:
@@ -80,7 +84,14 @@ def load_unfrozen(path: PathLike, device: str = "cpu"):
         module = torch.jit.load(model_file, map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces
         raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({first_line(exc)})") from None
-    return module, StagedModelSpec.from_extra_files(extra)
+    if any(extra.values()):
+        return module, StagedModelSpec.from_extra_files(extra)
+    # Saved without extra files (a reloaded or frozen module saved again):
+    # the spec the model carries in its own code.
+    spec = contract.spec_of_module(module)
+    if spec is None:
+        StagedModelSpec.from_extra_files(extra)  # raises "not a kim-gnn converted model"
+    return module, spec
 
 
 def read_spec(path: PathLike) -> StagedModelSpec:
@@ -128,9 +139,11 @@ def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[f
     forces = np.zeros((n_atoms, 3))
     np.add.at(forces, graphs.image_of[real], forces_all[real])
 
-    per_particle = energy_tensor.detach().cpu().numpy().reshape(-1)
-    if per_particle.shape[0] == graphs.num_particles:
+    per_particle = energy_tensor.detach().cpu().numpy()
+    padding_energy = 0.0
+    if per_particle.shape == (graphs.num_particles,):
         energies = per_particle[: graphs.num_contributing].copy()
+        padding_energy = float(np.abs(per_particle[graphs.num_contributing:]).max(initial=0.0))
     else:
         energies = np.full(n_atoms, np.nan)
 
@@ -145,6 +158,8 @@ def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[f
         stress=stress,
         num_particles=graphs.num_particles,
         num_edges=[int(e.shape[1]) for e in graphs.edge_index],
+        energies_shape=tuple(int(d) for d in per_particle.shape),
+        padding_energy=padding_energy,
     )
 
 

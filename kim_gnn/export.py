@@ -19,7 +19,7 @@ def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DR
     out_dir = os.path.abspath(os.fspath(out_dir))
     item_name = contract.validate_item_name(os.path.basename(out_dir.rstrip(os.sep)))
     contract.validate_driver_name(driver_name)
-    spec = getattr(staged, "kim_gnn_spec", None)
+    spec = contract.spec_of_module(staged)
     if spec is None:
         raise KimGnnError("the model to export carries no kim-gnn spec: convert it with kim_gnn first")
     if os.path.exists(out_dir) and not force:

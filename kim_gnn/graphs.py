@@ -11,7 +11,7 @@ exactly as the driver would run it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -62,24 +62,112 @@ def species_indices(symbols: Sequence[str], species: Sequence[str]) -> np.ndarra
     return np.fromiter((index[s] for s in symbols), dtype=np.int64, count=len(symbols))
 
 
-def check_structure(atoms) -> None:
-    """Refuse structures that no model can be evaluated on."""
+#: Atoms closer than this (Angstrom) are refused as overlapping: no
+#: potential is meant to be evaluated there, and edge vectors of zero
+#: length give NaN forces.
+OVERLAP_DISTANCE = 1e-2
+
+#: Refuse a structure that would need more particles than this once
+#: padded out to the influence distance, or more edges in its largest
+#: graph (a cell far smaller than the influence distance, or absurdly
+#: dense): it would exhaust memory long before giving an answer.
+MAX_PARTICLES = 5_000_000
+MAX_EDGES = 50_000_000
+
+#: Largest extent (Angstrom) of a structure or a periodic cell vector: the
+#: neighbor-list library crashes the process (SIGFPE) on extents a few times
+#: larger, so huge cells are refused with a message instead.
+MAX_EXTENT = 1e5
+
+
+def _periodic_heights(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Distance between lattice planes along each periodic direction."""
+    from ase.geometry import complete_cell
+
+    full = complete_cell(cell)
+    volume = abs(np.linalg.det(full))
+    heights = np.full(3, np.inf)
+    for axis in np.flatnonzero(pbc):
+        normal = np.cross(full[(axis + 1) % 3], full[(axis + 2) % 3])
+        heights[axis] = volume / np.linalg.norm(normal)
+    return heights
+
+
+def check_structure(atoms, reach: float = 0.0, cutoff: Optional[float] = None) -> None:
+    """Refuse structures that no model can be evaluated on: no atoms,
+    non-finite coordinates or cell, a periodic direction without a cell
+    vector, periodic cell vectors that span no lattice, overlapping atoms,
+    and (with ``reach``, the distance padding must extend to, and the graph
+    ``cutoff``) structures whose padding or graphs would not fit in memory.
+
+    Non-periodic directions need no cell vector: a slab with pbc T,T,F and
+    a zero third vector is valid.
+    """
     if len(atoms) == 0:
         raise KimGnnError("structure is empty: it has no atoms")
     positions = np.asarray(atoms.positions, dtype=np.float64)
     if not np.all(np.isfinite(positions)):
         bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))
         raise KimGnnError(f"structure has non-finite (NaN or inf) coordinates for atom(s) {bad[:10].tolist()}")
+    extent = float((positions.max(axis=0) - positions.min(axis=0)).max())
+    if extent > MAX_EXTENT:
+        raise KimGnnError(
+            f"structure spans {extent:.3g} A: more than the {MAX_EXTENT:g} A kim-gnn handles (atoms flung far away?)"
+        )
     pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
     if pbc.any():
-        cell = np.asarray(atoms.cell.array, dtype=np.float64)
         if not np.all(np.isfinite(cell)):
             raise KimGnnError("structure has a non-finite cell")
         lengths = np.linalg.norm(cell, axis=1)
         if np.any(lengths[pbc] < 1e-8):
             raise KimGnnError("structure is periodic along a direction whose cell vector is zero")
-        if abs(np.linalg.det(cell)) < 1e-8:
-            raise KimGnnError("structure is periodic but its cell has zero volume")
+        if lengths[pbc].max() > MAX_EXTENT:
+            raise KimGnnError(
+                f"structure has a periodic cell vector {lengths[pbc].max():.3g} A long: more than the "
+                f"{MAX_EXTENT:g} A kim-gnn handles"
+            )
+        directions = cell[pbc] / lengths[pbc, None]
+        if np.linalg.svd(directions, compute_uv=False).min() < 1e-8:
+            raise KimGnnError("structure is periodic but its periodic cell vectors are linearly dependent (zero volume)")
+        heights = _periodic_heights(cell, pbc)
+        if heights.min() < OVERLAP_DISTANCE:
+            raise KimGnnError(
+                f"structure has overlapping atoms: its periodic cell is {heights.min():.3g} A thick, so every atom "
+                f"is closer than {OVERLAP_DISTANCE:g} A to its own periodic image"
+            )
+        if reach > 0:
+            images = np.prod([1.0 + 2.0 * np.ceil(reach / h) if np.isfinite(h) else 1.0 for h in heights])
+            particles = len(atoms) * images
+            rc = reach if cutoff is None else cutoff
+            density = len(atoms) / np.prod([min(h, 2.0 * reach + 1.0) for h in heights])
+            edges = particles * density * 4.0 / 3.0 * np.pi * rc ** 3
+            if particles > MAX_PARTICLES or edges > MAX_EDGES:
+                raise KimGnnError(
+                    f"structure would need about {particles:.3g} particles and {edges:.3g} edges once padded to "
+                    f"{reach:g} A (periodic cell heights {', '.join(f'{h:.3g}' for h in heights[pbc])} A; limits "
+                    f"{MAX_PARTICLES:g} particles, {MAX_EDGES:g} edges): use a larger cell"
+                )
+    _check_overlaps(positions, cell, pbc)
+
+
+def _check_overlaps(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    from ase.geometry import complete_cell
+
+    if len(positions) < 2 and not pbc.any():
+        return
+    box = complete_cell(cell) if pbc.any() else np.zeros((3, 3))
+    # Search at 1 A (a 0.01 A search makes the cell list enormous), keep the overlaps.
+    i, j, d = _neighbor_pairs(positions, box, pbc, 1.0, "ijd")
+    close = d < OVERLAP_DISTANCE
+    i, j, d = i[close], j[close], d[close]
+    if len(i):
+        k = int(np.argmin(d))
+        what = "its own periodic image" if i[k] == j[k] else f"atom {int(j[k])}"
+        raise KimGnnError(
+            f"structure has overlapping atoms: atom {int(i[k])} is {float(d[k]):.3g} A from {what} "
+            f"(closer than {OVERLAP_DISTANCE:g} A)"
+        )
 
 
 def _neighbor_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, quantities: str):
@@ -90,16 +178,17 @@ def _neighbor_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cu
     )
 
 
-def pad_periodic_images(atoms, species: Sequence[str], influence_distance: float, skin: float = 0.0) -> PaddedStructure:
+def pad_periodic_images(atoms, species: Sequence[str], influence_distance: float, skin: float = 0.0,
+                        cutoff: Optional[float] = None) -> PaddedStructure:
     """Contributing atoms plus every periodic image within
     ``influence_distance + skin`` of a contributing atom, as padding atoms.
 
     Works for any combination of pbc, triclinic cells and cells smaller than
     the influence distance (an atom then has many images of itself).
     """
-    check_structure(atoms)
     if influence_distance <= 0:
         raise KimGnnError("influence distance must be positive")
+    check_structure(atoms, influence_distance + skin, cutoff)
     positions = np.ascontiguousarray(atoms.positions, dtype=np.float64)
     n = len(positions)
     species_idx = species_indices(atoms.get_chemical_symbols(), species)
@@ -111,8 +200,11 @@ def pad_periodic_images(atoms, species: Sequence[str], influence_distance: float
         from ase.geometry import complete_cell
 
         cell = complete_cell(cell)
-        i, j, shifts = _neighbor_pairs(positions, cell, pbc, influence_distance + skin, "ijS")
-        images = shifts.any(axis=1)
+        # Inclusive reach, as the driver's own cutoff test: search slightly
+        # beyond it and keep what lies within.
+        reach = influence_distance + skin
+        i, j, shifts, d = _neighbor_pairs(positions, cell, pbc, reach * (1.0 + 1e-9) + 1e-12, "ijSd")
+        images = shifts.any(axis=1) & (d <= reach)
         # One padding particle per distinct (atom, cell shift) that lies
         # within reach of some contributing atom.
         keys = np.concatenate([j[images, None].astype(np.int64), shifts[images].astype(np.int64)], axis=1)
@@ -178,11 +270,16 @@ def build_staged_graphs(atoms, species: Sequence[str], cutoff: float, num_layers
     vector, the image map and the L staged edge lists.
 
     A single isolated atom gets the driver's dummy partner at
-    ``contract.DUMMY_PARTICLE_POSITION`` (not contributing, no edges).
+    ``contract.DUMMY_PARTICLE_POSITION``: not contributing, the species of
+    the atom, and no edges, even when the atom lies within ``cutoff`` of it
+    (the driver appends it after building the graphs).
     """
     if num_layers < 1:
         raise KimGnnError("number of layers must be at least 1")
-    padded = pad_periodic_images(atoms, species, cutoff * num_layers, skin)
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise KimGnnError(f"cutoff must be a positive number, not {cutoff!r}")
+    padded = pad_periodic_images(atoms, species, cutoff * num_layers, skin, cutoff)
+    graphs = staged_edge_lists(padded.positions, padded.contributions, cutoff, num_layers)
     if padded.num_particles == 1:
         padded = PaddedStructure(
             positions=np.concatenate([padded.positions, np.array([contract.DUMMY_PARTICLE_POSITION])]),
@@ -191,7 +288,6 @@ def build_staged_graphs(atoms, species: Sequence[str], cutoff: float, num_layers
             image_of=np.array([0, -1], dtype=np.int64),
             num_contributing=1,
         )
-    graphs = staged_edge_lists(padded.positions, padded.contributions, cutoff, num_layers)
     return StagedGraphs(
         positions=padded.positions,
         species=padded.species,

@@ -37,6 +37,9 @@ class Expected:
     energies: Optional[np.ndarray]
     forces: np.ndarray
     stress: Optional[np.ndarray]
+    #: absolute stress tolerance where the default does not apply (a stress
+    #: from finite differences carries their error)
+    stress_tolerance: Optional[float] = None
 
 
 def nearest_neighbor_distance(cutoff: float) -> float:

@@ -145,10 +145,13 @@ def load_mace_model(path) -> torch.nn.Module:
     _refuse_accelerated_file(path, data)
     try:
         with zipfile.ZipFile(path) as zf:
-            if any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist()):
-                raise UnsupportedModelError(
-                    f"{path} is a compiled (TorchScript) MACE model; convert the .model file it was compiled from"
-                )
+            names = zf.namelist()
+            if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+                if any("/mace/" in n for n in names):
+                    raise UnsupportedModelError(
+                        f"{path} is a compiled (TorchScript) MACE model; convert the .model file it was compiled from"
+                    )
+                raise UnsupportedModelError(f"{path} is a TorchScript file, not a pickled MACE .model")
     except zipfile.BadZipFile:
         pass
     import_mace()  # the pickle refers to its classes

@@ -1,0 +1,226 @@
+"""``kim-gnn check``: passes on converted models of both adapters and
+dtypes, and each check fails on a model made to break it."""
+
+import json
+from typing import List
+
+import pytest
+import torch
+
+from kim_gnn import contract
+from kim_gnn.check import CHECKS, check_model
+from kim_gnn.cli import main
+
+
+@pytest.fixture
+def break_conversion(monkeypatch):
+    def install(make):
+        real = contract.script_staged
+        monkeypatch.setattr(contract, "script_staged", lambda staged, spec, label: real(make(staged), spec, label))
+
+    return install
+
+
+def _mask(contributions: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return (contributions == 0).to(like.dtype)
+
+
+class ForcesNotTheGradient(torch.nn.Module):
+    """An energy term that backward does not see: forces != -dE/dx."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                contributions: torch.Tensor) -> torch.Tensor:
+        e = self.inner(species, coordinates, graphs, contributions)
+        # (not .detach(): the driver's freeze drops it and the gradient comes back)
+        with torch.no_grad():
+            hidden = 0.05 * torch.sin(coordinates[:, 0])
+        return e + hidden * _mask(contributions, e)
+
+
+class StepAtTheCutoff(torch.nn.Module):
+    """0.01 eV per neighbor: the energy jumps when a pair crosses rc."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                contributions: torch.Tensor) -> torch.Tensor:
+        e = self.inner(species, coordinates, graphs, contributions)
+        counts = torch.zeros_like(e).index_add(0, graphs[0][0], torch.ones_like(graphs[0][0], dtype=e.dtype))
+        return e + 0.01 * counts * _mask(contributions, e)
+
+
+class DependsOnAbsolutePosition(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                contributions: torch.Tensor) -> torch.Tensor:
+        e = self.inner(species, coordinates, graphs, contributions)
+        return e + 1e-3 * coordinates[:, 0] * _mask(contributions, e)
+
+
+class DependsOnSystemSize(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                contributions: torch.Tensor) -> torch.Tensor:
+        e = self.inner(species, coordinates, graphs, contributions)
+        mask = _mask(contributions, e)
+        return e + 1e-3 * mask.sum() * mask
+
+
+class Stateful(torch.nn.Module):
+    """Remembers how often it was called: neither deterministic nor thread safe."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                contributions: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        e = self.inner(species, coordinates, graphs, contributions)
+        return e + 1e-9 * float(self.calls) * _mask(contributions, e)
+
+
+class Leaky(torch.nn.Module):
+    """Keeps 400 kB per call."""
+
+    kept: List[torch.Tensor]
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.kept: List[torch.Tensor] = []
+
+    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                contributions: torch.Tensor) -> torch.Tensor:
+        self.kept.append(torch.ones(50000, dtype=torch.float64))
+        return self.inner(species, coordinates, graphs, contributions)
+
+
+BROKEN = {
+    "forces": ForcesNotTheGradient,
+    "continuity": StepAtTheCutoff,
+    "symmetry": DependsOnAbsolutePosition,
+    "periodicity": DependsOnSystemSize,
+    "determinism": Stateful,
+    "thread-safety": Stateful,
+    "memory": Leaky,
+}
+
+MODELS = [
+    ("nequip", "float64", dict(num_layers=2, species=("Si", "C"))),
+    ("nequip", "float32", dict(num_layers=3, species=("Si",), model_dtype="float32")),
+    ("mace", "float64", dict(num_interactions=2, species=("Si", "C"), zbl=True)),
+    ("mace", "float32", dict(num_interactions=2, species=("C", "Si"), model_dtype="float32")),
+]
+
+
+def _converted(architecture, options, nequip_models, mace_models):
+    if architecture == "nequip":
+        return nequip_models.converted(**options)
+    return mace_models.converted(**options)
+
+
+@pytest.mark.parametrize("architecture, dtype, options", MODELS, ids=[f"{a}-{d}" for a, d, _ in MODELS])
+def test_every_check_passes_on_converted_models(architecture, dtype, options, nequip_models, mace_models):
+    report = check_model(_converted(architecture, options, nequip_models, mace_models))
+    assert report.model_dtype == dtype
+    assert [r.name for r in report.results] == list(CHECKS)
+    assert report.passed, report.summary()
+    assert report.seconds < 60
+
+
+@pytest.mark.parametrize("check", list(BROKEN))
+def test_each_check_fails_on_a_model_made_to_break_it(check, nequip_models, break_conversion):
+    from kim_gnn.nequip import convert_nequip
+
+    deployed = nequip_models.deployed(num_layers=2, species=("Si", "C"))
+    break_conversion(BROKEN[check])
+    report = check_model(convert_nequip(deployed), only=[check])
+    assert [r.name for r in report.results] == [check]
+    assert not report.passed, report.summary()
+
+
+def test_species_check_fails_on_a_model_without_the_species_guard(nequip_models, monkeypatch):
+    """A model emitted without the entry point's species check (as before
+    kim-gnn had it) fails with a one_hot / index error deep inside."""
+    from kim_gnn.nequip import convert_nequip
+
+    def unguarded(staged, spec, label):
+        entry = contract.positional_entry_class(spec.num_layers)(staged).eval()
+        return contract.attach_spec(torch.jit.script(entry), spec)
+
+    monkeypatch.setattr(contract, "script_staged", unguarded)
+    report = check_model(convert_nequip(nequip_models.deployed(num_layers=2, species=("Si", "C"))), only=["species"])
+    assert not report.passed
+    assert "unclear error" in report.results[0].detail or "accepted" in report.results[0].detail
+
+
+def test_cli_check(nequip_models, tmp_path, capsys):
+    converted = nequip_models.converted(num_layers=2, species=("Si", "C"))
+    assert main(["check", converted, "--only", "symmetry", "periodicity", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  symmetry" in out and "PASS  periodicity" in out and "PASSED: 2 passed" in out
+
+    assert main(["check", converted, "--only", "determinism", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["passed"] and report["results"][0]["name"] == "determinism"
+    assert "check [1/1] determinism" in captured.err  # progress on stderr
+
+    assert main(["check", str(tmp_path / "missing.pt")]) == 2
+    assert main(["check", converted, "--only", "nonsense"]) == 2
+
+
+def test_cli_check_exit_1_on_failure(nequip_models, break_conversion, tmp_path, capsys):
+    from kim_gnn.nequip import convert_nequip
+
+    break_conversion(DependsOnSystemSize)
+    path = tmp_path / "broken.pt"
+    convert_nequip(nequip_models.deployed(num_layers=2, species=("Si", "C"))).save(str(path))
+    assert main(["check", str(path), "--only", "periodicity", "-q", "--json", str(tmp_path / "r.json")]) == 1
+    assert "FAIL  periodicity" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["passed"] is False
+
+
+def _matrix(relative):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), relative)
+    spec = importlib.util.spec_from_file_location("_matrix_" + os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NEQUIP_MATRIX = _matrix("nequip/test_matrix.py")
+MACE_MATRIX = _matrix("mace/test_mace_matrix.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combo", NEQUIP_MATRIX.MATRIX, ids=[NEQUIP_MATRIX._id(c) for c in NEQUIP_MATRIX.MATRIX])
+def test_checks_pass_on_the_nequip_matrix(nequip_models, combo):
+    layers, species, dtype, l_max, zbl = combo
+    options = dict(num_layers=layers, species=species, model_dtype=dtype, l_max=l_max, zbl=zbl, seed=layers)
+    report = check_model(nequip_models.converted(**options))
+    assert report.passed, "\n" + report.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combo", MACE_MATRIX.MATRIX, ids=[MACE_MATRIX._id(c) for c in MACE_MATRIX.MATRIX])
+def test_checks_pass_on_the_mace_matrix(mace_models, combo):
+    report = check_model(mace_models.converted(**MACE_MATRIX._options(combo)))
+    assert report.passed, "\n" + report.summary()
