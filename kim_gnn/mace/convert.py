@@ -380,7 +380,8 @@ def _head_readout(readout, kind: str, head: int, num_heads: int, dtype: torch.dt
     return NonLinearHeadReadout(readout, head, mask, with_mid=(kind == "nonlinear_bias"))
 
 
-def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module], head: Optional[str] = None):
+def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module], head: Optional[str] = None,
+                 prune: bool = True):
     """Convert a MACE or ScaleShiftMACE model (a ``.model`` file or the module
     itself) into a staged TorchScript model that follows the TorchML driver
     contract.
@@ -389,6 +390,11 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     head, else the one named 'default'). The choice is recorded in the saved
     file. Returns the scripted module; ``staged.save("model.pt")`` writes it
     with its provenance. The model passed in is not modified.
+
+    ``prune`` (default): the model computes only what reaches a contributing
+    atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
+    unpruned staged model (every layer on every particle of its graph, as
+    the architectures' own LAMMPS paths compute on each rank).
     """
     from .staged import StagedMACE, StagedZBL
 
@@ -415,6 +421,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             model_dtype=dtype,
             pair_repulsion=StagedZBL(model.pair_repulsion_fn) if info.pair_repulsion else None,
             scale_shift=model.scale_shift if info.model_class == "ScaleShiftMACE" else None,
+            prune=bool(prune),
         )
         try:
             from e3nn.util import jit as e3nn_jit
@@ -451,6 +458,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             "atomic_numbers": " ".join(str(z) for z in info.atomic_numbers),
             "torch_version": torch.__version__,
             "e3nn_version": getattr(e3nn, "__version__", ""),
+            "pruned": "true" if prune else "false",
         },
     )
     with default_dtype(dtype), warnings.catch_warnings():

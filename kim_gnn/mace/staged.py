@@ -27,6 +27,8 @@ from typing import List, Optional
 
 import torch
 
+from ..pruning import PrunedStages, scatter_to_particles
+
 
 class LinearHeadReadout(torch.nn.Module):
     """MACE's ``LinearReadoutBlock``, one head's column."""
@@ -146,6 +148,7 @@ class StagedMACE(torch.nn.Module):
     head: int
     has_scale_shift: bool
     last_readout_only: bool
+    prune: bool
 
     def __init__(
         self,
@@ -161,8 +164,12 @@ class StagedMACE(torch.nn.Module):
         model_dtype: torch.dtype,
         pair_repulsion: Optional[torch.nn.Module] = None,
         scale_shift: Optional[torch.nn.Module] = None,
+        prune: bool = True,
     ):
         super().__init__()
+        self.prune = prune
+        # MACE sends along edge_index[0] -> edge_index[1]: the receiver is row 1.
+        self.stages = PrunedStages(receiver_row=1)
         self.atomic_energies_fn = atomic_energies_fn
         self.node_embedding = node_embedding
         self.spherical_harmonics = spherical_harmonics
@@ -187,6 +194,8 @@ class StagedMACE(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
+        if self.prune:
+            return self.forward_pruned(species, coordinates, graphs, contributions)
         pos = coordinates.to(self.model_dtype)
         node_attrs = torch.nn.functional.one_hot(species, self.num_elements).to(self.model_dtype)
         num_nodes = node_attrs.shape[0]
@@ -231,3 +240,73 @@ class StagedMACE(torch.nn.Module):
         else:
             energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
         return torch.where(contributions == 0, energy, torch.zeros_like(energy))
+
+    def forward_pruned(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Only what reaches a contributing atom (``kim_gnn/pruning.py``): in
+        the relabelled numbering interaction i runs on the first ``n_{k+1}``
+        particles with the edges into the first ``n_k``, and the product basis,
+        the readouts, E0 and ZBL on what is kept."""
+        perm, counts, edges = self.stages(graphs, contributions)
+        num_needed = counts[self.num_layers]
+        needed = perm[:num_needed]
+        pos = coordinates.index_select(0, needed).to(self.model_dtype)
+        node_attrs = torch.nn.functional.one_hot(species.index_select(0, needed), self.num_elements).to(
+            self.model_dtype
+        )
+        node_feats = self.node_embedding(node_attrs)
+
+        features: List[torch.Tensor] = []
+        lengths = torch.zeros((0, 1), dtype=self.model_dtype, device=pos.device)
+        edge_index = torch.zeros((2, 0), dtype=torch.int64, device=pos.device)
+        for i, (interaction, product) in enumerate(zip(self.interactions, self.products)):
+            k = self.num_layers - 1 - i
+            num_in = counts[k + 1]
+            num_out = counts[k]
+            edge_index = edges[k]
+            attrs_in = node_attrs[:num_in]
+            vectors = pos[edge_index[1]] - pos[edge_index[0]]
+            lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
+            edge_attrs = self.spherical_harmonics(vectors)
+            edge_feats, cutoff = self.radial_embedding(lengths, attrs_in, edge_index, self.atomic_numbers)
+            message, sc = interaction(
+                node_attrs=attrs_in,
+                node_feats=node_feats[:num_in],
+                edge_attrs=edge_attrs,
+                edge_feats=edge_feats,
+                edge_index=edge_index,
+                cutoff=cutoff,
+            )
+            # Receivers outside B_k got partial messages: drop them before the
+            # product basis, the dominant node-wise cost.
+            if sc is not None:
+                sc = sc[:num_out]
+            node_feats = product(node_feats=message[:num_out], sc=sc, node_attrs=node_attrs[:num_out])
+            features.append(node_feats)
+
+        num_contributing = counts[0]
+        attrs_0 = node_attrs[:num_contributing]
+        node_heads = torch.full((num_contributing,), self.head, dtype=torch.int64, device=species.device)
+        node_e0 = self.atomic_energies_fn(attrs_0)[:, self.head]
+        # edge_index holds the edges into contributing atoms (graph 0); their
+        # senders are among the first n_1 particles.
+        pair = self.pair_repulsion(lengths, node_attrs[: counts[1]], edge_index, self.atomic_numbers)[:num_contributing]
+        node_es: List[torch.Tensor] = [pair]
+        for i, readout in enumerate(self.readouts):
+            if self.last_readout_only:
+                node_es.append(readout(features[-1][:num_contributing]))
+            else:
+                node_es.append(readout(features[i][:num_contributing]))
+
+        if self.has_scale_shift:
+            inter = torch.sum(torch.stack(node_es, dim=0), dim=0)
+            inter = self.scale_shift(inter, node_heads)
+            energy = node_e0.to(torch.float64) + inter.to(torch.float64)
+        else:
+            energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
+        return scatter_to_particles(energy, perm, species.shape[0])
