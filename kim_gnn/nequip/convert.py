@@ -291,13 +291,17 @@ def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
     )
 
 
-def convert_nequip(path) -> torch.jit.ScriptModule:
+def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
     """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
     model that follows the TorchML driver contract.
 
     Returns the scripted module; ``staged.save("model.pt")`` writes it with its
     provenance (``kim_gnn/*`` extra files). Raises ``UnsupportedModelError``
     naming the module for anything that cannot be converted exactly.
+
+    ``prune`` (default): the model computes only what reaches a contributing
+    atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
+    unpruned staged model (every layer on every particle of its graph).
     """
     path = os.fspath(path)
     module, metadata = load_deployed(path)
@@ -315,6 +319,8 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
         rescale_scales=scales,
         rescale_shifts=shifts,
         model_dtype=info.model_dtype,
+        readout_is_pair=[_original_name(m) in PAIR_POTENTIALS for m in readout],
+        prune=bool(prune),
     )
     spec = StagedModelSpec(
         species=info.species,
@@ -332,6 +338,7 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
             "global_scales": " ".join(repr(s) for s in scales),
             "torch_version": metadata.get("torch_version", ""),
             "e3nn_version": metadata.get("e3nn_version", ""),
+            "pruned": "true" if prune else "false",
         },
     )
     return contract.script_staged(staged, spec, "NequIP")

@@ -19,11 +19,16 @@ from typing import Dict, List
 
 import torch
 
+from ..pruning import PrunedStages, scatter_to_particles
+
+
 
 class StagedNequIP(torch.nn.Module):
     model_dtype: torch.dtype
     energy_field: str
     num_layers: int
+    prune: bool
+    readout_is_pair: List[bool]
 
     def __init__(
         self,
@@ -35,8 +40,16 @@ class StagedNequIP(torch.nn.Module):
         rescale_scales: List[float],
         rescale_shifts: List[float],
         model_dtype: torch.dtype,
+        readout_is_pair: List[bool] = (),
+        prune: bool = True,
     ):
         super().__init__()
+        self.prune = prune
+        # NequIP: edge_index[0] is the center (receiver), edge_index[1] the neighbor.
+        self.stages = PrunedStages(receiver_row=0)
+        self.readout_is_pair = [bool(p) for p in readout_is_pair] or [False] * len(readout)
+        if len(self.readout_is_pair) != len(readout):
+            raise ValueError("readout_is_pair must flag every readout module")
         self.node_encoders = torch.nn.ModuleList(node_encoders)
         self.edge_encoders = torch.nn.ModuleList(edge_encoders)
         self.layers = torch.nn.ModuleList(layers)
@@ -56,6 +69,8 @@ class StagedNequIP(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
+        if self.prune:
+            return self.forward_pruned(species, coordinates, graphs, contributions)
         pos = coordinates.to(self.model_dtype)
         atom_types = species.view(-1, 1)
         nodes: Dict[str, torch.Tensor] = {"pos": pos, "atom_types": atom_types}
@@ -80,3 +95,60 @@ class StagedNequIP(torch.nn.Module):
         for k in range(self.rescale_scales.shape[0]):
             energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
         return torch.where(contributions == 0, energy, torch.zeros_like(energy))
+
+    def forward_pruned(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Only what reaches a contributing atom (``kim_gnn/pruning.py``): in
+        the relabelled numbering, layer i sees the first ``n_{k+1}`` particles
+        and the edges into the first ``n_k``, and keeps ``n_k`` rows; the
+        readout runs on the ``n_0`` contributing particles."""
+        perm, counts, edges = self.stages(graphs, contributions)
+        needed = perm[: counts[self.num_layers]]
+        pos = coordinates.index_select(0, needed).to(self.model_dtype)
+        atom_types = species.index_select(0, needed).view(-1, 1)
+        nodes: Dict[str, torch.Tensor] = {"pos": pos, "atom_types": atom_types}
+        for encoder in self.node_encoders:
+            nodes = encoder(nodes)
+
+        data: Dict[str, torch.Tensor] = nodes
+        for i, layer in enumerate(self.layers):
+            k = self.num_layers - 1 - i
+            num_in = counts[k + 1]
+            data = {}
+            for key, value in nodes.items():
+                data[key] = value[:num_in]
+            data["edge_index"] = edges[k]
+            for encoder in self.edge_encoders:
+                data = encoder(data)
+            data = layer(data)
+            nodes["node_features"] = data["node_features"][: counts[k]]
+
+        # Node-wise readout on the contributing particles; pair terms on the
+        # last layer's graph (edges into contributing atoms, senders among the
+        # first n_1), added as NequIP adds them: pair + energy so far.
+        num_contributing = counts[0]
+        out: Dict[str, torch.Tensor] = {}
+        for key, value in nodes.items():
+            out[key] = value[:num_contributing]
+        for i, module in enumerate(self.readout):
+            if self.readout_is_pair[i]:
+                # (NequIP's pair potentials always add to "atomic_energy".)
+                pair_data = data.copy()
+                if "atomic_energy" in pair_data:
+                    del pair_data["atomic_energy"]
+                term = module(pair_data)["atomic_energy"][:num_contributing]
+                if "atomic_energy" in out:
+                    term = term + out["atomic_energy"]
+                out["atomic_energy"] = term
+            else:
+                out = module(out)
+
+        energy = out[self.energy_field].reshape(-1).to(torch.float64)
+        for k in range(self.rescale_scales.shape[0]):
+            energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
+        return scatter_to_particles(energy, perm, species.shape[0])
