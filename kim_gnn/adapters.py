@@ -5,7 +5,8 @@ An adapter converts a model (``convert(source, **options)``), describes it
 for the harness (``original(source, spec)``, where ``spec`` is the converted
 model's spec, so that e.g. the same MACE head is evaluated). ``source`` is a
 file path, or an in-memory module where ``detect_module`` accepts it.
-``options`` names the conversion options the adapter takes (``head``).
+``options`` names the conversion options the adapter takes (``head``,
+``prune``).
 The core never imports an architecture package; adapters import their own
 dependencies lazily.
 """
@@ -51,10 +52,10 @@ def _is_nequip_deployed(path: str) -> bool:
     return any(name.endswith("/extra/nequip_version") for name in _zip_names(path))
 
 
-def _nequip_convert(path, **options):
+def _nequip_convert(path, prune=True):
     from .nequip import convert_nequip
 
-    return convert_nequip(path)
+    return convert_nequip(path, prune=prune)
 
 
 def _nequip_describe(path, **options):
@@ -92,10 +93,10 @@ def _is_mace_module(module) -> bool:
     return any(c.__module__.startswith("mace.") for c in type(module).__mro__)
 
 
-def _mace_convert(source, head=None):
+def _mace_convert(source, head=None, prune=True):
     from .mace import convert_mace
 
-    return convert_mace(source, head=head)
+    return convert_mace(source, head=head, prune=prune)
 
 
 def _mace_describe(path, head=None):
@@ -132,9 +133,10 @@ def _mace_original(source, spec=None):
 
 
 ADAPTERS = [
-    Adapter("nequip", _is_nequip_deployed, _nequip_convert, _nequip_describe, _nequip_original),
+    Adapter("nequip", _is_nequip_deployed, _nequip_convert, _nequip_describe, _nequip_original,
+            options=("prune",)),
     Adapter("mace", _is_mace_file, _mace_convert, _mace_describe, _mace_original,
-            options=("head",), detect_module=_is_mace_module),
+            options=("head", "prune"), detect_module=_is_mace_module),
 ]
 
 
