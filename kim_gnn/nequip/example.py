@@ -30,15 +30,17 @@ def example_config(
     seed: int = 0,
     workdir: str = ".",
     pair_style: Optional[str] = None,
+    forces_only: bool = False,
 ) -> dict:
     """A nequip 0.6 config; ``zbl=True`` is short for ``pair_style="ZBL"``
-    (``"LJ"`` adds a simple Lennard-Jones term)."""
+    (``"LJ"`` adds a simple Lennard-Jones term); ``forces_only`` builds the
+    model without stress output (``ForceOutput``)."""
     if zbl:
         pair_style = "ZBL"
     builders = ["SimpleIrrepsConfig", "EnergyModel", "PerSpeciesRescale"]
     if pair_style:
         builders.append("PairPotentialTerm")
-    builders += ["StressForceOutput", "RescaleEnergyEtc"]
+    builders += ["ForceOutput" if forces_only else "StressForceOutput", "RescaleEnergyEtc"]
     config = {
         "root": os.path.join(workdir, "nequip-root"),
         "run_name": "kim-gnn-example",
@@ -82,6 +84,7 @@ def build_example_nequip(
     seed: int = 0,
     global_scale: Optional[float] = 1.7,
     pair_style: Optional[str] = None,
+    forces_only: bool = False,
 ) -> str:
     """Write a seeded random NequIP deployed model to ``out_file``; returns its path."""
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 on torch >= 2.6
@@ -103,7 +106,8 @@ def build_example_nequip(
     previous_dtype = torch.get_default_dtype()
     previous_level = logging.getLogger().level
     with tempfile.TemporaryDirectory(prefix="kim-gnn-nequip-") as tmp:
-        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp, pair_style)
+        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp, pair_style,
+                                forces_only)
         config_file = os.path.join(tmp, "config.yaml")
         with open(config_file, "w") as fh:
             yaml.safe_dump(config, fh)
