@@ -67,7 +67,8 @@ def parse_args(argv=None):
     parser.add_argument("--replicas", type=int, nargs="+", default=list(DEFAULT_REPLICAS),
                         help="supercell repeats n of the 8-atom cubic cell (8 n^3 atoms); default: %(default)s")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per model and size (median, min)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (TorchScript re-specialises)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed calls first (TorchScript's profiling executor re-specialises on new shapes)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=RESULTS_DIR)
