@@ -28,7 +28,7 @@ from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
-from .staged import StagedNequIP
+from .staged import ReceiverLayer, StagedNequIP, WholeLayer
 
 METADATA_KEYS = (
     "nequip_version", "torch_version", "e3nn_version", "r_max", "n_species", "type_names",
@@ -251,6 +251,23 @@ def _split_network(func) -> Tuple[list, list, list, list, str, List[str]]:
     return node_encoders, edge_encoders, layers, readout, energy_field, pair_styles
 
 
+#: The parts of a ConvNetLayer(InteractionBlock) that ReceiverLayer calls itself.
+CONV_PARTS = {"linear_1", "fc", "tp", "linear_2"}
+
+
+def _receiver_layer_applies(layer) -> bool:
+    """Whether the layer has exactly the parts ``ReceiverLayer`` reimplements
+    the order of; any other layer runs whole (still pruned, only not on
+    receivers alone)."""
+    layer_parts = {name for name, _ in layer.named_children()}
+    conv_parts = {name for name, _ in layer.conv.named_children()}
+    return (
+        layer_parts == {"conv", "equivariant_nonlin"}
+        and CONV_PARTS <= conv_parts <= CONV_PARTS | {"sc"}
+        and _original_name(layer.equivariant_nonlin) in ("Gate", "Activation")
+    )
+
+
 def inspect_nequip(path) -> NequIPModelInfo:
     """Read what a NequIP deployed model is, without converting it."""
     module, metadata = load_deployed(path)
@@ -309,11 +326,13 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
     func, rescales, _ = _unwrap(module)
     node_encoders, edge_encoders, layers, readout, energy_field, pair_styles = _split_network(func)
     scales, shifts = _rescale_factors(rescales, energy_field)
+    wrapped = [ReceiverLayer(layer) if prune and _receiver_layer_applies(layer) else WholeLayer(layer)
+               for layer in layers]
 
     staged = StagedNequIP(
         node_encoders=node_encoders,
         edge_encoders=edge_encoders,
-        layers=layers,
+        layers=wrapped,
         readout=readout,
         energy_field=energy_field,
         rescale_scales=scales,
@@ -339,6 +358,7 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
             "torch_version": metadata.get("torch_version", ""),
             "e3nn_version": metadata.get("e3nn_version", ""),
             "pruned": "true" if prune else "false",
+            "receiver_only_layers": str(sum(isinstance(w, ReceiverLayer) for w in wrapped)),
         },
     )
     return contract.script_staged(staged, spec, "NequIP")

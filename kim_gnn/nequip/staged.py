@@ -23,6 +23,82 @@ from ..pruning import PrunedStages, scatter_to_particles
 
 
 
+class WholeLayer(torch.nn.Module):
+    """A scripted ``ConvNetLayer`` called as it is (on every particle it is
+    given); returns the new node features, first ``num_out`` rows (all with -1)."""
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int) -> torch.Tensor:
+        features = self.layer(data)["node_features"]
+        return features if num_out < 0 else features[:num_out]
+
+
+class ReceiverLayer(torch.nn.Module):
+    """A ``ConvNetLayer(InteractionBlock)`` whose node-wise work after the
+    convolution runs only on the first ``num_out`` particles (the receivers
+    it is asked for): the parts of the scripted layer are called in NequIP's
+    order (``nequip/nn/_interaction_block.py``, ``_convnetlayer.py``):
+
+        sc = self_connection(x, node_attrs)    # receivers only
+        m = scatter_sum(tp(linear_1(x)[sender], edge_attrs, fc(edge_embedding)) / sqrt(avg_num_neighbors), receiver)
+        y = gate(linear_2(m) + sc) (+ x if resnet)
+
+    Only ``linear_1`` (and the edge work) needs the senders.
+    """
+
+    has_sc: bool
+    resnet: bool
+    has_avg: bool
+    avg_num_neighbors: float
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        conv = layer.conv
+        self.fc = conv.fc
+        self.linear_1 = conv.linear_1
+        self.tp = conv.tp
+        self.linear_2 = conv.linear_2
+        sc = getattr(conv, "sc", None)
+        self.has_sc = isinstance(sc, torch.nn.Module)
+        self.sc = sc if self.has_sc else torch.nn.Identity()
+        self.nonlin = layer.equivariant_nonlin
+        self.resnet = bool(layer.resnet)
+        avg = getattr(conv, "avg_num_neighbors", None)
+        self.has_avg = avg is not None
+        self.avg_num_neighbors = float(avg) if avg is not None else 1.0
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int) -> torch.Tensor:
+        weight = self.fc(data["edge_embedding"])
+        x = data["node_features"]
+        if num_out < 0:
+            num_out = x.shape[0]
+        edge_src = data["edge_index"][1]
+        edge_dst = data["edge_index"][0]
+        x_out = x[:num_out]
+        sc = x_out
+        if self.has_sc:
+            sc = self.sc(x_out, data["node_attrs"][:num_out])
+        h = self.linear_1(x)
+        edge_features = self.tp(h[edge_src], data["edge_attrs"], weight)
+        if self.has_avg:
+            edge_features = edge_features.div(self.avg_num_neighbors**0.5)
+        # torch_runstats' scatter sum, into num_out rows
+        index = edge_dst.unsqueeze(-1).expand_as(edge_features)
+        aggregated = torch.zeros(
+            (num_out, edge_features.shape[1]), dtype=edge_features.dtype, device=edge_features.device
+        ).scatter_add_(0, index, edge_features)
+        y = self.linear_2(aggregated)
+        if self.has_sc:
+            y = y + sc
+        y = self.nonlin(y)
+        if self.resnet:
+            y = x_out + y
+        return y
+
+
 class StagedNequIP(torch.nn.Module):
     model_dtype: torch.dtype
     energy_field: str
@@ -52,6 +128,7 @@ class StagedNequIP(torch.nn.Module):
             raise ValueError("readout_is_pair must flag every readout module")
         self.node_encoders = torch.nn.ModuleList(node_encoders)
         self.edge_encoders = torch.nn.ModuleList(edge_encoders)
+        # Each layer as a WholeLayer or ReceiverLayer: forward(data, num_out) -> features.
         self.layers = torch.nn.ModuleList(layers)
         self.readout = torch.nn.ModuleList(readout)
         self.energy_field = energy_field
@@ -85,7 +162,7 @@ class StagedNequIP(torch.nn.Module):
             data["edge_index"] = graphs[self.num_layers - 1 - i]
             for encoder in self.edge_encoders:
                 data = encoder(data)
-            data = layer(data)
+            data["node_features"] = layer(data, -1)
             nodes["node_features"] = data["node_features"]
 
         for module in self.readout:
@@ -125,8 +202,8 @@ class StagedNequIP(torch.nn.Module):
             data["edge_index"] = edges[k]
             for encoder in self.edge_encoders:
                 data = encoder(data)
-            data = layer(data)
-            nodes["node_features"] = data["node_features"][: counts[k]]
+            data["node_features"] = layer(data, counts[k])
+            nodes["node_features"] = data["node_features"]
 
         # Node-wise readout on the contributing particles; pair terms on the
         # last layer's graph (edges into contributing atoms, senders among the

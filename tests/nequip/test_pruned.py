@@ -58,3 +58,14 @@ def test_pruned_model_under_default_float32_and_without_nequip(nequip_models, st
     assert as_float32.energy == as_float64.energy
     np.testing.assert_array_equal(as_float32.forces, as_float64.forces)
     assert staged_runs.energy_without_architecture_packages(path, atoms) == pytest.approx(as_float64.energy, abs=1e-12)
+
+
+def test_residual_layers_run_on_receivers_exactly(nequip_models):
+    """With resnet, the last layer adds its input: ReceiverLayer's residual path."""
+    from kim_gnn.verify import verify
+
+    options = dict(num_layers=4, species=SPECIES, resnet=True, l_max=2)
+    path = nequip_models.converted(**options)
+    assert read_spec(path).details["receiver_only_layers"] == "4"
+    report = verify(nequip_models.deployed(**options), path)
+    assert report.passed, "\n" + report.summary()
