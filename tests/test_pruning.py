@@ -203,3 +203,20 @@ def test_each_layer_ignores_edges_into_receivers_it_does_not_need(nequip_models,
         _assert_same_on_real_particles(n, _run(module, *inputs), expected, dtype)
         poisoned = _run(unpruned, *inputs)
         assert not np.all(np.isfinite(poisoned[1])), f"graph {k}: the poison did not reach the unpruned model"
+
+
+def test_cli_no_prune_is_recorded_and_shown_by_info(nequip_models, mace_models, tmp_path, capsys):
+    import json
+
+    from kim_gnn.cli import main
+
+    sources = {"nequip": nequip_models.deployed(num_layers=1, species=SPECIES),
+               "mace": mace_models.model(num_interactions=1, species=SPECIES)}
+    for kind, source in sources.items():
+        for flags, expected in (([], "true"), (["--no-prune"], "false")):
+            out = tmp_path / f"{kind.capitalize()}{expected.capitalize()}__MO_000000000000_000"
+            assert main(["convert", str(source), "-o", str(out), "-q", *flags]) == 0
+            capsys.readouterr()
+            assert main(["info", str(out), "--json"]) == 0
+            info = json.loads(capsys.readouterr().out)
+            assert info["detail.pruned"] == expected, (kind, flags)
