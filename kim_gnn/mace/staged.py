@@ -17,6 +17,12 @@ the graph each one sees changes:
   particles) in the model's dtype (MACE's own ZBL forms ``14.3996 * Z * Z``
   in torch's default dtype; the driver runs with float32 as default).
 
+Pruned (the default, ``forward_pruned``): node embedding on ``B_L`` only,
+interaction i on the first ``n_{k+1}`` particles with the edges into the
+first ``n_k`` (``kim_gnn/pruning.py``), its message cut to those ``n_k`` rows
+before the product basis; E0, readouts, ZBL and scale/shift on the
+contributing particles only.
+
 Multi-head models are fixed to one head: its column of the readouts, E0 and
 scale/shift, and a constant mask in place of ``mask_head`` (which builds its
 mask in the default dtype).

@@ -12,6 +12,12 @@ as they are; only their order of application changes:
   contributing atom;
 * the energy is the per-atom energy times the global scale(s), kept on
   contributing particles only.
+
+Pruned (the default, ``forward_pruned``): the same modules on the needed
+sets of ``kim_gnn/pruning.py`` only: encoders on ``B_L``, layer i on the
+first ``n_{k+1}`` particles with the edges into the first ``n_k``
+(``ReceiverLayer`` runs the node-wise work after the convolution on those
+``n_k`` only), readout on the contributing particles.
 """
 
 
