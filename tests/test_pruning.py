@@ -220,3 +220,21 @@ def test_cli_no_prune_is_recorded_and_shown_by_info(nequip_models, mace_models, 
             assert main(["info", str(out), "--json"]) == 0
             info = json.loads(capsys.readouterr().out)
             assert info["detail.pruned"] == expected, (kind, flags)
+
+
+def _node_kinds(block, kinds):
+    for node in block.nodes():
+        kinds.add(node.kind())
+        for inner in node.blocks():
+            _node_kinds(inner, kinds)
+    return kinds
+
+
+@pytest.mark.parametrize("kind", ["nequip", "mace"])
+def test_frozen_pruned_model_is_aten_operations_only(nequip_models, mace_models, kind):
+    """What the stock driver can run: after freezing, every node of the graph
+    is an aten or prim operation (no custom ops, no method calls left)."""
+    module, _ = _converted(kind, nequip_models, mace_models, 2, "float64")
+    kinds = _node_kinds(module.graph, set())
+    assert kinds and all(k.startswith(("aten::", "prim::")) for k in kinds), sorted(kinds)
+    assert "prim::CallMethod" not in kinds
