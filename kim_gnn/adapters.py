@@ -15,12 +15,13 @@ An adapter converts a model (``convert(source, **options)``), describes it
 for the harness (``original(source, spec)``, where ``spec`` is the converted
 model's spec, so that e.g. the same MACE head is evaluated). ``source`` is a
 file path, or an in-memory module where ``detect_module`` accepts it.
-``options`` maps the conversion options the adapter takes (``head``) to their
-help text; the CLI offers them as ``--head`` etc. ``exports`` names the
-public functions the adapter adds to ``kim_gnn`` (``convert_nequip``), and
-``example`` how ``kim-gnn example`` builds a seeded model of its kind.
-Adapter modules must be cheap to import: the architecture package (and
-torch) only when a function is called.
+``options`` maps the conversion options the adapter takes (``head``,
+``prune``) to their help text; the CLI offers string options as ``--head``
+etc., and ``prune`` (a core switch: emit the unpruned model) as
+``--no-prune``. ``exports`` names the public functions the adapter adds to
+``kim_gnn`` (``convert_nequip``), and ``example`` how ``kim-gnn example``
+builds a seeded model of its kind. Adapter modules must be cheap to import:
+the architecture package (and torch) only when a function is called.
 """
 
 import os
@@ -33,6 +34,11 @@ from .errors import KimGnnError, UnsupportedModelError
 
 #: Entry-point group through which installed distributions add adapters.
 ENTRY_POINT_GROUP = "kim_gnn.adapters"
+
+#: Boolean conversion options the core offers as command-line switches
+#: (option name -> switch that sets it False); adapters list them in
+#: ``options`` when they take them.
+FLAG_OPTIONS = {"prune": "--no-prune"}
 
 
 @dataclass(frozen=True)
@@ -96,10 +102,8 @@ class Adapter:
         given = {k: v for k, v in options.items() if v is not None}
         unknown = sorted(set(given) - set(self.options))
         if unknown:
-            raise KimGnnError(
-                f"option(s) {', '.join('--' + k.replace('_', '-') for k in unknown)} do not apply to "
-                f"{self.name} models"
-            )
+            flags = [FLAG_OPTIONS.get(k, "--" + k.replace("_", "-")) for k in unknown]
+            raise KimGnnError(f"option(s) {', '.join(flags)} do not apply to {self.name} models")
         return given
 
 
@@ -189,10 +193,12 @@ def example_models() -> Dict[str, tuple]:
 
 
 def all_options() -> Dict[str, str]:
-    """Every conversion option some adapter takes, with its help text(s)."""
+    """Every string conversion option some adapter takes, with its help text(s)."""
     options: Dict[str, List[str]] = {}
     for adapter in registered_adapters():
         for name in adapter.options:
+            if name in FLAG_OPTIONS:
+                continue
             text = adapter.option_help(name) or f"{adapter.name} models"
             options.setdefault(name, [])
             if text not in options[name]:

@@ -88,7 +88,7 @@ def cmd_convert(args) -> int:
     contract.validate_item_name(os.path.basename(os.path.abspath(out)))
     contract.validate_driver_name(args.driver_name)
     check_output_directory(out, "output directory", force=args.force)
-    options = adapter.check_options(_adapter_options(args))
+    options = adapter.check_options({**_adapter_options(args), "prune": False if args.no_prune else None})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = adapter.convert(args.model, **options)
     spec = staged.kim_gnn_spec
@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driver-name", default=contract.DEFAULT_DRIVER_NAME,
                    help=f"KIM model driver to name in CMakeLists.txt (default {contract.DEFAULT_DRIVER_NAME})")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--no-prune", action="store_true",
+                   help="emit the unpruned staged model: every layer on every particle of its graph "
+                        "(default: only the work that reaches a contributing atom)")
     p.add_argument("--verify", action="store_true", help="run the verification battery after converting")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_convert)

@@ -9,10 +9,10 @@ def is_mace_module(module) -> bool:
     return any(c.__module__.startswith("mace.") for c in type(module).__mro__)
 
 
-def convert(source, head=None):
+def convert(source, head=None, prune=True):
     from .convert import convert_mace
 
-    return convert_mace(source, head=head)
+    return convert_mace(source, head=head, prune=prune)
 
 
 def describe(path, head=None):
@@ -61,7 +61,8 @@ ADAPTER = Adapter(
     describe=describe,
     original=original,
     options={"head": "multi-head MACE models: the head (default: the only head, else the one named 'default', "
-                     "in any case); recorded in the converted model"},
+                     "in any case); recorded in the converted model",
+             "prune": "pruned staged execution (default True); False emits the unpruned model"},
     detect_module=is_mace_module,
     package="mace-torch",
     summary="MACE / ScaleShiftMACE .model",

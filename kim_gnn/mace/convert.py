@@ -377,7 +377,27 @@ def _head_readout(readout, kind: str, head: int, num_heads: int, dtype: torch.dt
     return NonLinearHeadReadout(readout, head, mask, with_mid=(kind == "nonlinear_bias"))
 
 
-def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module], head: Optional[str] = None):
+#: Parts of a RealAgnostic* interaction block that ReceiverInteraction calls itself.
+INTERACTION_PARTS = {"linear_up", "conv_tp_weights", "conv_tp", "linear", "skip_tp", "reshape"}
+
+
+def _receiver_interaction(block, kind: str):
+    """The block as a ReceiverInteraction where it has exactly the parts that
+    one reimplements the order of, else whole (still pruned, only not on
+    receivers alone)."""
+    from .staged import ReceiverInteraction, WholeInteraction
+
+    density = "Density" in kind
+    parts = INTERACTION_PARTS | ({"density_fn"} if density else set())
+    children = {name for name, _ in block.named_children()}
+    if (kind not in SUPPORTED_INTERACTIONS or hasattr(block, "conv_fusion") or children != parts
+            or not isinstance(getattr(block, "avg_num_neighbors", None), (int, float))):
+        return WholeInteraction(block)
+    return ReceiverInteraction(block, residual="Residual" in kind, density=density)
+
+
+def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module], head: Optional[str] = None,
+                 prune: bool = True):
     """Convert a MACE or ScaleShiftMACE model (a ``.model`` file or the module
     itself) into a staged TorchScript model that follows the TorchML driver
     contract.
@@ -386,8 +406,13 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     head, else the one named 'default'). The choice is recorded in the saved
     file. Returns the scripted module; ``staged.save("model.pt")`` writes it
     with its provenance. The model passed in is not modified.
+
+    ``prune`` (default): the model computes only what reaches a contributing
+    atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
+    unpruned staged model (every layer on every particle of its graph, as
+    the architectures' own LAMMPS paths compute on each rank).
     """
-    from .staged import StagedMACE, StagedZBL
+    from .staged import StagedMACE, StagedZBL, WholeInteraction
 
     original, source_file, sha = _load_source(model_or_path)
     info = _info(original, head, source_file, sha)
@@ -397,6 +422,9 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     with default_dtype(dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = _copy_model(original).eval().to("cpu")  # a portable model is saved on the CPU
+        interactions = [_receiver_interaction(b, k) if prune else WholeInteraction(b)
+                        for b, k in zip(model.interactions, info.interactions)]
+        receiver_only = sum(type(m).__name__ == "ReceiverInteraction" for m in interactions)
         readouts = [_head_readout(r, READOUT_KINDS[k], head_index, len(info.heads), dtype)
                     for r, k in zip(model.readouts, info.readouts)]
         staged = StagedMACE(
@@ -404,7 +432,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             node_embedding=model.node_embedding,
             spherical_harmonics=model.spherical_harmonics,
             radial_embedding=model.radial_embedding,
-            interactions=list(model.interactions),
+            interactions=interactions,
             products=list(model.products),
             readouts=readouts,
             atomic_numbers=model.atomic_numbers,
@@ -412,6 +440,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             model_dtype=dtype,
             pair_repulsion=StagedZBL(model.pair_repulsion_fn) if info.pair_repulsion else None,
             scale_shift=model.scale_shift if info.model_class == "ScaleShiftMACE" else None,
+            prune=bool(prune),
         )
         try:
             from e3nn.util import jit as e3nn_jit
@@ -448,6 +477,8 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             "atomic_numbers": " ".join(str(z) for z in info.atomic_numbers),
             "torch_version": torch.__version__,
             "e3nn_version": getattr(e3nn, "__version__", ""),
+            "pruned": "true" if prune else "false",
+            "receiver_only_interactions": str(receiver_only),
         },
     )
     with default_dtype(dtype), warnings.catch_warnings():

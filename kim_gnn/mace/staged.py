@@ -17,15 +17,23 @@ the graph each one sees changes:
   particles) in the model's dtype (MACE's own ZBL forms ``14.3996 * Z * Z``
   in torch's default dtype; the driver runs with float32 as default).
 
+Pruned (the default, ``forward_pruned``): node embedding on ``B_L`` only,
+interaction i on the first ``n_{k+1}`` particles with the edges into the
+first ``n_k`` (``kim_gnn/pruning.py``), its message cut to those ``n_k`` rows
+before the product basis; E0, readouts, ZBL and scale/shift on the
+contributing particles only.
+
 Multi-head models are fixed to one head: its column of the readouts, E0 and
 scale/shift, and a constant mask in place of ``mask_head`` (which builds its
 mask in the default dtype).
 """
 
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
+
+from ..pruning import PrunedStages, scatter_to_particles
 
 
 class LinearHeadReadout(torch.nn.Module):
@@ -139,6 +147,114 @@ class StagedZBL(torch.nn.Module):
         return out.squeeze(-1)
 
 
+def _scatter_sum_rows(src: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """MACE's ``scatter_sum`` along dim 0 into ``num_rows`` rows."""
+    shape = [num_rows] + list(src.shape[1:])
+    expanded = index.view([-1] + [1] * (src.dim() - 1)).expand_as(src)
+    return torch.zeros(shape, dtype=src.dtype, device=src.device).scatter_add_(0, expanded, src)
+
+
+class WholeInteraction(torch.nn.Module):
+    """A MACE interaction block called as it is (on every particle it is
+    given); message and self-connection cut to the first ``num_out`` rows
+    (all with -1)."""
+
+    def __init__(self, block: torch.nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(
+        self,
+        node_attrs: torch.Tensor,
+        node_feats: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_feats: torch.Tensor,
+        edge_index: torch.Tensor,
+        cutoff: Optional[torch.Tensor],
+        num_out: int,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        message, sc = self.block(
+            node_attrs=node_attrs,
+            node_feats=node_feats,
+            edge_attrs=edge_attrs,
+            edge_feats=edge_feats,
+            edge_index=edge_index,
+            cutoff=cutoff,
+        )
+        if num_out < 0:
+            return message, sc
+        if sc is not None:
+            sc = sc[:num_out]
+        return message[:num_out], sc
+
+
+class ReceiverInteraction(torch.nn.Module):
+    """One of MACE's four RealAgnostic* interaction blocks whose node-wise
+    work after the up-projection runs only on the first ``num_out``
+    particles (the receivers asked for). The parts of the block are called in
+    the block's own order (mace-torch 0.3.x ``modules/blocks.py``)::
+
+        sc = skip_tp(x, attrs)                       # residual blocks, receivers only
+        h = linear_up(x)                             # every particle: senders need it
+        w = conv_tp_weights(edge_feats) * cutoff
+        m = scatter_sum(conv_tp(h[sender], edge_attrs, w), receiver)
+        m = linear(m) / avg_num_neighbors            # density blocks: / (density + 1)
+        m = skip_tp(m, attrs)                        # non-residual blocks
+    """
+
+    residual: bool
+    density: bool
+    avg_num_neighbors: float
+
+    def __init__(self, block: torch.nn.Module, residual: bool, density: bool):
+        super().__init__()
+        self.linear_up = block.linear_up
+        self.conv_tp_weights = block.conv_tp_weights
+        self.conv_tp = block.conv_tp
+        self.linear = block.linear
+        self.skip_tp = block.skip_tp
+        self.reshape = block.reshape
+        self.density_fn = block.density_fn if density else torch.nn.Identity()
+        self.residual = residual
+        self.density = density
+        self.avg_num_neighbors = float(block.avg_num_neighbors)
+
+    def forward(
+        self,
+        node_attrs: torch.Tensor,
+        node_feats: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_feats: torch.Tensor,
+        edge_index: torch.Tensor,
+        cutoff: Optional[torch.Tensor],
+        num_out: int,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if num_out < 0:
+            num_out = node_feats.shape[0]
+        attrs_out = node_attrs[:num_out]
+        sc: Optional[torch.Tensor] = None
+        if self.residual:
+            sc = self.skip_tp(node_feats[:num_out], attrs_out)
+        h = self.linear_up(node_feats)
+        tp_weights = self.conv_tp_weights(edge_feats)
+        if cutoff is not None:
+            tp_weights = tp_weights * cutoff
+        receiver = edge_index[1]
+        mji = self.conv_tp(h[edge_index[0]], edge_attrs, tp_weights)
+        message = _scatter_sum_rows(mji, receiver, num_out)
+        if self.density:
+            edge_density = torch.tanh(self.density_fn(edge_feats) ** 2)
+            if cutoff is not None:
+                edge_density = edge_density * cutoff
+            density = _scatter_sum_rows(edge_density, receiver, num_out)
+            message = self.linear(message) / (density + 1)
+        else:
+            message = self.linear(message) / self.avg_num_neighbors
+        if not self.residual:
+            message = self.skip_tp(message, attrs_out)
+        return self.reshape(message), sc
+
+
 class StagedMACE(torch.nn.Module):
     model_dtype: torch.dtype
     num_layers: int
@@ -146,6 +262,7 @@ class StagedMACE(torch.nn.Module):
     head: int
     has_scale_shift: bool
     last_readout_only: bool
+    prune: bool
 
     def __init__(
         self,
@@ -161,12 +278,18 @@ class StagedMACE(torch.nn.Module):
         model_dtype: torch.dtype,
         pair_repulsion: Optional[torch.nn.Module] = None,
         scale_shift: Optional[torch.nn.Module] = None,
+        prune: bool = True,
     ):
         super().__init__()
+        self.prune = prune
+        # MACE sends along edge_index[0] -> edge_index[1]: the receiver is row 1.
+        self.stages = PrunedStages(receiver_row=1)
         self.atomic_energies_fn = atomic_energies_fn
         self.node_embedding = node_embedding
         self.spherical_harmonics = spherical_harmonics
         self.radial_embedding = radial_embedding
+        # WholeInteraction or ReceiverInteraction wrappers: (attrs, feats, edge
+        # attrs, edge feats, edge_index, cutoff, num_out) -> (message, sc).
         self.interactions = torch.nn.ModuleList(interactions)
         self.products = torch.nn.ModuleList(products)
         self.readouts = torch.nn.ModuleList(readouts)
@@ -187,6 +310,8 @@ class StagedMACE(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
+        if self.prune:
+            return self.forward_pruned(species, coordinates, graphs, contributions)
         pos = coordinates.to(self.model_dtype)
         node_attrs = torch.nn.functional.one_hot(species, self.num_elements).to(self.model_dtype)
         num_nodes = node_attrs.shape[0]
@@ -204,14 +329,7 @@ class StagedMACE(torch.nn.Module):
             lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
             edge_attrs = self.spherical_harmonics(vectors)
             edge_feats, cutoff = self.radial_embedding(lengths, node_attrs, edge_index, self.atomic_numbers)
-            node_feats, sc = interaction(
-                node_attrs=node_attrs,
-                node_feats=node_feats,
-                edge_attrs=edge_attrs,
-                edge_feats=edge_feats,
-                edge_index=edge_index,
-                cutoff=cutoff,
-            )
+            node_feats, sc = interaction(node_attrs, node_feats, edge_attrs, edge_feats, edge_index, cutoff, -1)
             node_feats = product(node_feats=node_feats, sc=sc, node_attrs=node_attrs)
             features.append(node_feats)
 
@@ -231,3 +349,65 @@ class StagedMACE(torch.nn.Module):
         else:
             energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
         return torch.where(contributions == 0, energy, torch.zeros_like(energy))
+
+    def forward_pruned(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Only what reaches a contributing atom (``kim_gnn/pruning.py``): in
+        the relabelled numbering interaction i runs on the first ``n_{k+1}``
+        particles with the edges into the first ``n_k``, and the product basis,
+        the readouts, E0 and ZBL on what is kept."""
+        perm, counts, edges = self.stages(graphs, contributions)
+        num_needed = counts[self.num_layers]
+        needed = perm[:num_needed]
+        pos = coordinates.index_select(0, needed).to(self.model_dtype)
+        node_attrs = torch.nn.functional.one_hot(species.index_select(0, needed), self.num_elements).to(
+            self.model_dtype
+        )
+        node_feats = self.node_embedding(node_attrs)
+
+        features: List[torch.Tensor] = []
+        lengths = torch.zeros((0, 1), dtype=self.model_dtype, device=pos.device)
+        edge_index = torch.zeros((2, 0), dtype=torch.int64, device=pos.device)
+        for i, (interaction, product) in enumerate(zip(self.interactions, self.products)):
+            k = self.num_layers - 1 - i
+            num_in = counts[k + 1]
+            num_out = counts[k]
+            edge_index = edges[k]
+            attrs_in = node_attrs[:num_in]
+            vectors = pos[edge_index[1]] - pos[edge_index[0]]
+            lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
+            edge_attrs = self.spherical_harmonics(vectors)
+            edge_feats, cutoff = self.radial_embedding(lengths, attrs_in, edge_index, self.atomic_numbers)
+            # Message and self-connection of the first num_out particles only:
+            # the others' are not needed (and would be partial); the product
+            # basis, the dominant node-wise cost, runs on those num_out.
+            message, sc = interaction(attrs_in, node_feats[:num_in], edge_attrs, edge_feats, edge_index, cutoff, num_out)
+            node_feats = product(node_feats=message, sc=sc, node_attrs=node_attrs[:num_out])
+            features.append(node_feats)
+
+        num_contributing = counts[0]
+        attrs_0 = node_attrs[:num_contributing]
+        node_heads = torch.full((num_contributing,), self.head, dtype=torch.int64, device=species.device)
+        node_e0 = self.atomic_energies_fn(attrs_0)[:, self.head]
+        # edge_index holds the edges into contributing atoms (graph 0); their
+        # senders are among the first n_1 particles.
+        pair = self.pair_repulsion(lengths, node_attrs[: counts[1]], edge_index, self.atomic_numbers)[:num_contributing]
+        node_es: List[torch.Tensor] = [pair]
+        for i, readout in enumerate(self.readouts):
+            if self.last_readout_only:
+                node_es.append(readout(features[-1][:num_contributing]))
+            else:
+                node_es.append(readout(features[i][:num_contributing]))
+
+        if self.has_scale_shift:
+            inter = torch.sum(torch.stack(node_es, dim=0), dim=0)
+            inter = self.scale_shift(inter, node_heads)
+            energy = node_e0.to(torch.float64) + inter.to(torch.float64)
+        else:
+            energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
+        return scatter_to_particles(energy, perm, species.shape[0])

@@ -4,6 +4,9 @@ torch are imported only when a function runs)."""
 
 from ..adapters import Adapter, ExampleModel, zip_names
 
+PRUNE_HELP = ("pruned staged execution (default True); False emits the unpruned model, all layers on every "
+              "particle out to the influence distance")
+
 
 def is_nequip_deployed(path: str) -> bool:
     """A TorchScript archive carrying nequip's ``nequip_version`` metadata."""
@@ -54,6 +57,7 @@ ADAPTER = Adapter(
     convert=convert,
     describe=describe,
     original=original,
+    options={"prune": PRUNE_HELP},
     package="nequip",
     summary="NequIP 0.5/0.6 deployed.pth",
     exports={"convert_nequip": "kim_gnn.nequip:convert_nequip"},

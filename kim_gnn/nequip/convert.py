@@ -28,7 +28,7 @@ from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
-from .staged import StagedNequIP
+from .staged import ReceiverLayer, StagedNequIP, WholeLayer
 
 METADATA_KEYS = (
     "nequip_version", "torch_version", "e3nn_version", "r_max", "n_species", "type_names",
@@ -251,6 +251,23 @@ def _split_network(func) -> Tuple[list, list, list, list, str, List[str]]:
     return node_encoders, edge_encoders, layers, readout, energy_field, pair_styles
 
 
+#: The parts of a ConvNetLayer(InteractionBlock) that ReceiverLayer calls itself.
+CONV_PARTS = {"linear_1", "fc", "tp", "linear_2"}
+
+
+def _receiver_layer_applies(layer) -> bool:
+    """Whether the layer has exactly the parts ``ReceiverLayer`` reimplements
+    the order of; any other layer runs whole (still pruned, only not on
+    receivers alone)."""
+    layer_parts = {name for name, _ in layer.named_children()}
+    conv_parts = {name for name, _ in layer.conv.named_children()}
+    return (
+        layer_parts == {"conv", "equivariant_nonlin"}
+        and CONV_PARTS <= conv_parts <= CONV_PARTS | {"sc"}
+        and _original_name(layer.equivariant_nonlin) in ("Gate", "Activation")
+    )
+
+
 def inspect_nequip(path) -> NequIPModelInfo:
     """Read what a NequIP deployed model is, without converting it."""
     module, metadata = load_deployed(path)
@@ -291,13 +308,17 @@ def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
     )
 
 
-def convert_nequip(path) -> torch.jit.ScriptModule:
+def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
     """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
     model that follows the TorchML driver contract.
 
     Returns the scripted module; ``staged.save("model.pt")`` writes it with its
     provenance (``kim_gnn/*`` extra files). Raises ``UnsupportedModelError``
     naming the module for anything that cannot be converted exactly.
+
+    ``prune`` (default): the model computes only what reaches a contributing
+    atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
+    unpruned staged model (every layer on every particle of its graph).
     """
     path = os.fspath(path)
     module, metadata = load_deployed(path)
@@ -305,16 +326,20 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
     func, rescales, _ = _unwrap(module)
     node_encoders, edge_encoders, layers, readout, energy_field, pair_styles = _split_network(func)
     scales, shifts = _rescale_factors(rescales, energy_field)
+    wrapped = [ReceiverLayer(layer) if prune and _receiver_layer_applies(layer) else WholeLayer(layer)
+               for layer in layers]
 
     staged = StagedNequIP(
         node_encoders=node_encoders,
         edge_encoders=edge_encoders,
-        layers=layers,
+        layers=wrapped,
         readout=readout,
         energy_field=energy_field,
         rescale_scales=scales,
         rescale_shifts=shifts,
         model_dtype=info.model_dtype,
+        readout_is_pair=[_original_name(m) in PAIR_POTENTIALS for m in readout],
+        prune=bool(prune),
     )
     spec = StagedModelSpec(
         species=info.species,
@@ -332,6 +357,8 @@ def convert_nequip(path) -> torch.jit.ScriptModule:
             "global_scales": " ".join(repr(s) for s in scales),
             "torch_version": metadata.get("torch_version", ""),
             "e3nn_version": metadata.get("e3nn_version", ""),
+            "pruned": "true" if prune else "false",
+            "receiver_only_layers": str(sum(isinstance(w, ReceiverLayer) for w in wrapped)),
         },
     )
     return contract.script_staged(staged, spec, "NequIP")

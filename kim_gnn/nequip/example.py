@@ -30,15 +30,19 @@ def example_config(
     seed: int = 0,
     workdir: str = ".",
     pair_style: Optional[str] = None,
+    forces_only: bool = False,
+    resnet: bool = False,
 ) -> dict:
     """A nequip 0.6 config; ``zbl=True`` is short for ``pair_style="ZBL"``
-    (``"LJ"`` adds a simple Lennard-Jones term)."""
+    (``"LJ"`` adds a simple Lennard-Jones term); ``forces_only`` builds the
+    model without stress output (``ForceOutput``); ``resnet`` adds residual
+    updates where a layer's input and output irreps agree."""
     if zbl:
         pair_style = "ZBL"
     builders = ["SimpleIrrepsConfig", "EnergyModel", "PerSpeciesRescale"]
     if pair_style:
         builders.append("PairPotentialTerm")
-    builders += ["StressForceOutput", "RescaleEnergyEtc"]
+    builders += ["ForceOutput" if forces_only else "StressForceOutput", "RescaleEnergyEtc"]
     config = {
         "root": os.path.join(workdir, "nequip-root"),
         "run_name": "kim-gnn-example",
@@ -50,6 +54,7 @@ def example_config(
         "l_max": int(l_max),
         "parity": True,
         "num_features": int(num_features),
+        "resnet": bool(resnet),
         "invariant_layers": 1,
         "invariant_neurons": 8,
         "num_basis": 8,
@@ -82,6 +87,8 @@ def build_example_nequip(
     seed: int = 0,
     global_scale: Optional[float] = 1.7,
     pair_style: Optional[str] = None,
+    forces_only: bool = False,
+    resnet: bool = False,
 ) -> str:
     """Write a seeded random NequIP deployed model to ``out_file``; returns its path."""
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 on torch >= 2.6
@@ -103,7 +110,8 @@ def build_example_nequip(
     previous_dtype = torch.get_default_dtype()
     previous_level = logging.getLogger().level
     with tempfile.TemporaryDirectory(prefix="kim-gnn-nequip-") as tmp:
-        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp, pair_style)
+        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp, pair_style,
+                                forces_only, resnet)
         config_file = os.path.join(tmp, "config.yaml")
         with open(config_file, "w") as fh:
             yaml.safe_dump(config, fh)

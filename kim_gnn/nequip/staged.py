@@ -12,6 +12,12 @@ as they are; only their order of application changes:
   contributing atom;
 * the energy is the per-atom energy times the global scale(s), kept on
   contributing particles only.
+
+Pruned (the default, ``forward_pruned``): the same modules on the needed
+sets of ``kim_gnn/pruning.py`` only: encoders on ``B_L``, layer i on the
+first ``n_{k+1}`` particles with the edges into the first ``n_k``
+(``ReceiverLayer`` runs the node-wise work after the convolution on those
+``n_k`` only), readout on the contributing particles.
 """
 
 
@@ -19,11 +25,92 @@ from typing import Dict, List
 
 import torch
 
+from ..pruning import PrunedStages, scatter_to_particles
+
+
+
+class WholeLayer(torch.nn.Module):
+    """A scripted ``ConvNetLayer`` called as it is (on every particle it is
+    given); returns the new node features, first ``num_out`` rows (all with -1)."""
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int) -> torch.Tensor:
+        features = self.layer(data)["node_features"]
+        return features if num_out < 0 else features[:num_out]
+
+
+class ReceiverLayer(torch.nn.Module):
+    """A ``ConvNetLayer(InteractionBlock)`` whose node-wise work after the
+    convolution runs only on the first ``num_out`` particles (the receivers
+    it is asked for): the parts of the scripted layer are called in NequIP's
+    order (``nequip/nn/_interaction_block.py``, ``_convnetlayer.py``):
+
+        sc = self_connection(x, node_attrs)    # receivers only
+        m = scatter_sum(tp(linear_1(x)[sender], edge_attrs, fc(edge_embedding)) / sqrt(avg_num_neighbors), receiver)
+        y = gate(linear_2(m) + sc) (+ x if resnet)
+
+    Only ``linear_1`` (and the edge work) needs the senders.
+    """
+
+    has_sc: bool
+    resnet: bool
+    has_avg: bool
+    avg_num_neighbors: float
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        conv = layer.conv
+        self.fc = conv.fc
+        self.linear_1 = conv.linear_1
+        self.tp = conv.tp
+        self.linear_2 = conv.linear_2
+        sc = getattr(conv, "sc", None)
+        self.has_sc = isinstance(sc, torch.nn.Module)
+        self.sc = sc if self.has_sc else torch.nn.Identity()
+        self.nonlin = layer.equivariant_nonlin
+        self.resnet = bool(layer.resnet)
+        avg = getattr(conv, "avg_num_neighbors", None)
+        self.has_avg = avg is not None
+        self.avg_num_neighbors = float(avg) if avg is not None else 1.0
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int) -> torch.Tensor:
+        weight = self.fc(data["edge_embedding"])
+        x = data["node_features"]
+        if num_out < 0:
+            num_out = x.shape[0]
+        edge_src = data["edge_index"][1]
+        edge_dst = data["edge_index"][0]
+        x_out = x[:num_out]
+        sc = x_out
+        if self.has_sc:
+            sc = self.sc(x_out, data["node_attrs"][:num_out])
+        h = self.linear_1(x)
+        edge_features = self.tp(h[edge_src], data["edge_attrs"], weight)
+        if self.has_avg:
+            edge_features = edge_features.div(self.avg_num_neighbors**0.5)
+        # torch_runstats' scatter sum, into num_out rows
+        index = edge_dst.unsqueeze(-1).expand_as(edge_features)
+        aggregated = torch.zeros(
+            (num_out, edge_features.shape[1]), dtype=edge_features.dtype, device=edge_features.device
+        ).scatter_add_(0, index, edge_features)
+        y = self.linear_2(aggregated)
+        if self.has_sc:
+            y = y + sc
+        y = self.nonlin(y)
+        if self.resnet:
+            y = x_out + y
+        return y
+
 
 class StagedNequIP(torch.nn.Module):
     model_dtype: torch.dtype
     energy_field: str
     num_layers: int
+    prune: bool
+    readout_is_pair: List[bool]
 
     def __init__(
         self,
@@ -35,10 +122,19 @@ class StagedNequIP(torch.nn.Module):
         rescale_scales: List[float],
         rescale_shifts: List[float],
         model_dtype: torch.dtype,
+        readout_is_pair: List[bool] = (),
+        prune: bool = True,
     ):
         super().__init__()
+        self.prune = prune
+        # NequIP: edge_index[0] is the center (receiver), edge_index[1] the neighbor.
+        self.stages = PrunedStages(receiver_row=0)
+        self.readout_is_pair = [bool(p) for p in readout_is_pair] or [False] * len(readout)
+        if len(self.readout_is_pair) != len(readout):
+            raise ValueError("readout_is_pair must flag every readout module")
         self.node_encoders = torch.nn.ModuleList(node_encoders)
         self.edge_encoders = torch.nn.ModuleList(edge_encoders)
+        # Each layer as a WholeLayer or ReceiverLayer: forward(data, num_out) -> features.
         self.layers = torch.nn.ModuleList(layers)
         self.readout = torch.nn.ModuleList(readout)
         self.energy_field = energy_field
@@ -56,6 +152,8 @@ class StagedNequIP(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
+        if self.prune:
+            return self.forward_pruned(species, coordinates, graphs, contributions)
         pos = coordinates.to(self.model_dtype)
         atom_types = species.view(-1, 1)
         nodes: Dict[str, torch.Tensor] = {"pos": pos, "atom_types": atom_types}
@@ -70,7 +168,7 @@ class StagedNequIP(torch.nn.Module):
             data["edge_index"] = graphs[self.num_layers - 1 - i]
             for encoder in self.edge_encoders:
                 data = encoder(data)
-            data = layer(data)
+            data["node_features"] = layer(data, -1)
             nodes["node_features"] = data["node_features"]
 
         for module in self.readout:
@@ -80,3 +178,60 @@ class StagedNequIP(torch.nn.Module):
         for k in range(self.rescale_scales.shape[0]):
             energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
         return torch.where(contributions == 0, energy, torch.zeros_like(energy))
+
+    def forward_pruned(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Only what reaches a contributing atom (``kim_gnn/pruning.py``): in
+        the relabelled numbering, layer i sees the first ``n_{k+1}`` particles
+        and the edges into the first ``n_k``, and keeps ``n_k`` rows; the
+        readout runs on the ``n_0`` contributing particles."""
+        perm, counts, edges = self.stages(graphs, contributions)
+        needed = perm[: counts[self.num_layers]]
+        pos = coordinates.index_select(0, needed).to(self.model_dtype)
+        atom_types = species.index_select(0, needed).view(-1, 1)
+        nodes: Dict[str, torch.Tensor] = {"pos": pos, "atom_types": atom_types}
+        for encoder in self.node_encoders:
+            nodes = encoder(nodes)
+
+        data: Dict[str, torch.Tensor] = nodes
+        for i, layer in enumerate(self.layers):
+            k = self.num_layers - 1 - i
+            num_in = counts[k + 1]
+            data = {}
+            for key, value in nodes.items():
+                data[key] = value[:num_in]
+            data["edge_index"] = edges[k]
+            for encoder in self.edge_encoders:
+                data = encoder(data)
+            data["node_features"] = layer(data, counts[k])
+            nodes["node_features"] = data["node_features"]
+
+        # Node-wise readout on the contributing particles; pair terms on the
+        # last layer's graph (edges into contributing atoms, senders among the
+        # first n_1), added as NequIP adds them: pair + energy so far.
+        num_contributing = counts[0]
+        out: Dict[str, torch.Tensor] = {}
+        for key, value in nodes.items():
+            out[key] = value[:num_contributing]
+        for i, module in enumerate(self.readout):
+            if self.readout_is_pair[i]:
+                # (NequIP's pair potentials always add to "atomic_energy".)
+                pair_data = data.copy()
+                if "atomic_energy" in pair_data:
+                    del pair_data["atomic_energy"]
+                term = module(pair_data)["atomic_energy"][:num_contributing]
+                if "atomic_energy" in out:
+                    term = term + out["atomic_energy"]
+                out["atomic_energy"] = term
+            else:
+                out = module(out)
+
+        energy = out[self.energy_field].reshape(-1).to(torch.float64)
+        for k in range(self.rescale_scales.shape[0]):
+            energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
+        return scatter_to_particles(energy, perm, species.shape[0])

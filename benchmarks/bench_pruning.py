@@ -1,0 +1,299 @@
+"""Original vs unpruned staged vs pruned staged, with the geometric floor.
+
+One command, both architectures, both dtypes, bulk Si 64 .. 4096 atoms: one
+energy + forces call of each model on the same structure, in one process:
+
+  original   the architecture's own periodic model call, forces only (NequIP
+             built with ForceOutput, MACE with compute_stress=False); its
+             neighbour list / input build is not timed
+  unpruned   the staged model converted with prune=False (every layer on
+             every particle of its staged graph: what the architectures' own
+             LAMMPS paths compute on each rank), driver-style call
+             (run_on_graphs: forward + backward + force folding)
+  pruned     the default conversion (only the work that reaches a
+             contributing atom), same call
+  kernels    placeholder (null) for the pruned model with --kernels kim_gnn
+
+The geometric floor is the work the pruned model must do relative to the
+original's, counted from the graphs: ``floor_edges`` = sum over layers of the
+edges into needed receivers (edge_index_k restricted to receivers in B_k)
+over L times the original's periodic edges, ``floor_nodes`` = sum over layers
+of |B_k| (needed receivers) over L times the atoms. A pruned/original timing
+ratio near the floor means the pruned model spends its time where it must.
+
+Run by hand (not a test)::
+
+    .venv/bin/python benchmarks/bench_pruning.py --threads 2      # full run
+    .venv/bin/python benchmarks/bench_pruning.py --quick          # smoke run
+
+Writes pruning_nequip.json/.png and pruning_mace.json/.png to --out and
+prints one table per architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import warnings
+
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+warnings.filterwarnings("ignore", category=UserWarning, module=r"(nequip|mace|e3nn)\b")
+warnings.filterwarnings("ignore", category=UserWarning, message=r"The TorchScript type system doesn't support")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from _bench_common import RESULTS_DIR, OtherCpuLoad, peak_rss_mib, progress, si_supercell, timed  # noqa: E402
+
+from kim_gnn.executor import cell_volume, load_staged_model, run_on_graphs  # noqa: E402
+from kim_gnn.graphs import build_staged_graphs  # noqa: E402
+from kim_gnn.pruning import PrunedStages  # noqa: E402
+from kim_gnn.reference import default_dtype  # noqa: E402
+
+DEFAULT_REPLICAS = (2, 4, 8)  # 64, 512, 4096 atoms
+QUICK_REPLICAS = (2, 3)  # 64, 216 atoms
+SIDES = ("original", "unpruned", "pruned")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", nargs="+", choices=("nequip", "mace"), default=["nequip", "mace"])
+    parser.add_argument("--dtypes", nargs="+", choices=("float64", "float32"), default=["float64", "float32"])
+    parser.add_argument("--replicas", type=int, nargs="+", default=list(DEFAULT_REPLICAS),
+                        help="supercell repeats n of the 8-atom cubic cell (8 n^3 atoms); default: %(default)s")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per model and size (median, min)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed calls first (TorchScript's profiling executor re-specialises on new shapes)")
+    parser.add_argument("--large", type=int, default=2000,
+                        help="above this many atoms, 1 timed call per model after the energy check (a NequIP call at 4096 "
+                             "atoms takes tens of seconds); default %(default)s")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=RESULTS_DIR)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 and 216 atoms, 1 repeat")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.replicas, args.repeats = list(QUICK_REPLICAS), 1
+    return args
+
+
+# --- the two architectures: model settings, build, original call --------------
+
+NEQUIP = {"num_layers": 3, "r_max": 4.0, "num_features": 32, "l_max": 2}
+MACE = {"num_interactions": 2, "r_max": 5.0, "num_channels": 32, "hidden_l": 1, "max_ell": 2, "correlation": 3}
+
+
+def nequip_models(dtype: str, seed: int, tmp: str):
+    """(original call factory, pruned, unpruned, settings) for NequIP."""
+    from kim_gnn.nequip import convert_nequip
+    from kim_gnn.nequip.example import build_example_nequip
+    from kim_gnn.nequip.reference import NequIPOriginal
+
+    deployed = build_example_nequip(os.path.join(tmp, f"nequip-{dtype}.pth"), species=("Si",), model_dtype=dtype,
+                                    seed=seed, forces_only=True, **NEQUIP)
+    original = NequIPOriginal(deployed)
+
+    def original_side(atoms):
+        with default_dtype(original.default_dtype):
+            data = original._inputs(atoms, atoms.get_chemical_symbols())
+
+        def call():
+            with default_dtype(original.default_dtype):
+                out = original.module(dict(data))
+            return float(out["total_energy"].detach().double().sum())
+
+        return data["edge_index"].shape[1], call
+
+    return original_side, _converted(convert_nequip, deployed, tmp, f"nequip-{dtype}"), 0
+
+
+def mace_models(dtype: str, seed: int, tmp: str):
+    from kim_gnn.mace import convert_mace
+    from kim_gnn.mace.example import build_example_mace
+    from kim_gnn.mace.reference import MACEOriginal
+
+    model = build_example_mace(species=("Si",), model_dtype=dtype, seed=seed, **MACE)
+    original = MACEOriginal(model)
+
+    def original_side(atoms):
+        with default_dtype(original.dtype):
+            batch = original._batch(atoms)
+
+        def call():
+            with default_dtype(original.dtype):
+                out = original.model(batch, training=False, compute_force=True, compute_stress=False)
+            return float(out["energy"].detach().double().sum())
+
+        return batch["edge_index"].shape[1], call
+
+    return original_side, _converted(convert_mace, model, tmp, f"mace-{dtype}"), 1
+
+
+def _converted(convert, source, tmp, name):
+    models = {}
+    for side, prune in (("pruned", True), ("unpruned", False)):
+        path = os.path.join(tmp, f"{name}-{side}.pt")
+        convert(source, prune=prune).save(path)
+        models[side] = load_staged_model(path)
+    return models
+
+
+ARCHS = {"nequip": (nequip_models, NEQUIP), "mace": (mace_models, MACE)}
+
+
+# --- one size -----------------------------------------------------------------
+
+def work_counts(graphs, receiver_row: int, n_atoms: int, n_edges_original: int) -> dict:
+    """Needed sets and the edges into them, per layer, from the staged graphs."""
+    edges = [torch.as_tensor(e) for e in graphs.edge_index]
+    _, counts, pruned_edges = PrunedStages(receiver_row)(edges, torch.as_tensor(graphs.contributions))
+    num_layers = len(edges)
+    needed_receivers = counts[:num_layers]  # layer using graph k needs B_k
+    edges_into_needed = [int(e.shape[1]) for e in pruned_edges]
+    return {
+        "needed_sets": counts,  # |B_0| .. |B_L|
+        "edges_staged": [int(e.shape[1]) for e in edges],
+        "edges_into_needed": edges_into_needed,
+        "floor_edges": sum(edges_into_needed) / (num_layers * n_edges_original),
+        "floor_nodes": sum(needed_receivers) / (num_layers * n_atoms),
+        # what the unpruned model does, on the same scale
+        "unpruned_edges_ratio": sum(int(e.shape[1]) for e in edges) / (num_layers * n_edges_original),
+    }
+
+
+def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
+    atoms = si_supercell(replicas, args.seed)
+    volume = cell_volume(atoms)
+    spec = staged["pruned"][1]
+    graphs = build_staged_graphs(atoms, spec.species, spec.cutoff, spec.num_layers)
+    n_edges_original, original_call = original_side(atoms)
+    calls = {"original": original_call}
+    for side in ("unpruned", "pruned"):
+        module = staged[side][0]
+        calls[side] = (lambda m: (lambda: run_on_graphs(m, graphs, len(atoms), volume).energy))(module)
+    energies = {side: call() for side, call in calls.items()}
+    row = {
+        "replicas": replicas,
+        "n_atoms": len(atoms),
+        "n_particles": graphs.num_particles,
+        "n_edges_original": int(n_edges_original),
+        **work_counts(graphs, receiver_row, len(atoms), int(n_edges_original)),
+        "energy_diff_unpruned_eV": abs(energies["unpruned"] - energies["original"]),
+        "energy_diff_pruned_eV": abs(energies["pruned"] - energies["original"]),
+    }
+    for side in ("unpruned", "pruned"):
+        if row[f"energy_diff_{side}_eV"] > 1e-4 * max(1.0, abs(energies["original"])):
+            progress(f"warning: {side} and original energies differ by {row[f'energy_diff_{side}_eV']:.3g} eV")
+    # above --large the energy-check call above is the only warmup
+    repeats, warmup = (1, 0) if len(atoms) > args.large else (args.repeats, args.warmup)
+    row["repeats"], row["warmup"] = repeats, warmup
+    with OtherCpuLoad() as load:
+        for side in SIDES:
+            progress(f"  {len(atoms)} atoms: {side}")
+            row[side] = timed(calls[side], repeats, warmup)
+    row["kernels"] = None  # pruned + --kernels kim_gnn: a later issue
+    t = {side: row[side]["median_s"] for side in SIDES}
+    row["ratio_unpruned"] = t["unpruned"] / t["original"]
+    row["ratio_pruned"] = t["pruned"] / t["original"]
+    row["speedup_pruning"] = t["unpruned"] / t["pruned"]
+    row["peak_rss_mib"] = peak_rss_mib()
+    row["other_processes_cpu_cores"] = load.cores
+    return row
+
+
+# --- output -------------------------------------------------------------------
+
+def print_table(arch: str, runs: dict) -> None:
+    print(f"\n{arch}: median seconds per energy + forces call; ratios to the original; floor = edges into "
+          "needed receivers / original edges (nodes in brackets)")
+    header = (f"{'dtype':>7} {'atoms':>6} | {'original':>9} {'unpruned':>9} {'pruned':>9} {'kernels':>7} |"
+              f" {'unpr/orig':>9} {'pr/orig':>8} {'floor':>13} | {'unpr/pr':>7} {'others':>6}")
+    print(header)
+    print("-" * len(header))
+    for dtype, rows in runs.items():
+        for r in rows:
+            others = "n/a" if r["other_processes_cpu_cores"] is None else f"{r['other_processes_cpu_cores']:.2f}"
+            floor = f"{r['floor_edges']:.2f} ({r['floor_nodes']:.2f})"
+            print(f"{dtype:>7} {r['n_atoms']:>6} | {r['original']['median_s']:>9.4f} {r['unpruned']['median_s']:>9.4f}"
+                  f" {r['pruned']['median_s']:>9.4f} {'-':>7} | {r['ratio_unpruned']:>9.2f} {r['ratio_pruned']:>8.2f}"
+                  f" {floor:>13} | {r['speedup_pruning']:>7.2f} {others:>6}")
+
+
+def write_plot(arch: str, runs: dict, meta: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for color, (dtype, rows) in zip(("C0", "C3"), runs.items()):
+        atoms = [r["n_atoms"] for r in rows]
+        ax.plot(atoms, [r["ratio_unpruned"] for r in rows], color=color, ls=":", marker="o", ms=3,
+                label=f"unpruned / original ({dtype})")
+        ax.plot(atoms, [r["ratio_pruned"] for r in rows], color=color, ls="-", marker="s", lw=2,
+                label=f"pruned / original ({dtype})")
+        ax.plot(atoms, [r["floor_edges"] for r in rows], color=color, ls="--", lw=1,
+                label=f"geometric floor ({dtype})")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms (bulk Si supercell)")
+    ax.set_ylabel("time per energy + forces call / original's (median)")
+    ax.set_title(f"{arch} {meta['model']}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, "
+                 f"{meta['machine']}", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    for arch in args.arch:
+        build, settings = ARCHS[arch]
+        meta = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+            "python": platform.python_version(),
+            "model": dict(settings, seed=args.seed),
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "quick": args.quick,
+        }
+        runs = {}
+        for dtype in args.dtypes:
+            with tempfile.TemporaryDirectory(prefix="kim-gnn-bench-") as tmp:
+                progress(f"{arch} {dtype}: building and converting {settings}")
+                original_side, staged, receiver_row = build(dtype, args.seed, tmp)
+                rows = []
+                for replicas in args.replicas:
+                    progress(f"{arch} {dtype}: {8 * replicas ** 3} atoms")
+                    rows.append(bench_size(replicas, original_side, staged, receiver_row, args))
+                runs[dtype] = rows
+        json_path = os.path.join(args.out, f"pruning_{arch}.json")
+        with open(json_path, "w") as fh:
+            json.dump({"meta": meta, "results": runs}, fh, indent=2)
+        png_path = os.path.join(args.out, f"pruning_{arch}.png")
+        write_plot(arch, runs, meta, png_path)
+        print_table(arch, runs)
+        progress(f"wrote {json_path} and {png_path}")
+        busy = sorted({r["n_atoms"] for rows in runs.values() for r in rows
+                       if (r["other_processes_cpu_cores"] or 0.0) > 0.2})
+        if busy:
+            progress(f"warning: other processes used the CPUs while timing {busy} atoms; those timings are unreliable")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
