@@ -242,6 +242,8 @@ def script_staged(staged, spec: StagedModelSpec, label: str):
 def check_finite_weights(module, label: str = "") -> None:
     """Refuse a model with NaN or infinite parameters or buffers: it would
     give NaN energies in the simulator, far from where the mistake is."""
+    import torch
+
     from .errors import UnsupportedModelError
 
     for kind, named in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
