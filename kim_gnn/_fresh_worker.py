@@ -47,6 +47,10 @@ def main(job_file: str, out_file: str) -> int:
             })
         except KimGnnError as exc:
             results.append({"error": str(exc)})
+        except Exception as exc:  # the converted model itself failed (TorchScript raised): a failed case
+            from kim_gnn.errors import first_line
+
+            results.append({"error": f"{type(exc).__name__}: {first_line(exc)}"})
     with open(out_file, "wb") as fh:
         pickle.dump(results, fh)
     return 0

@@ -61,8 +61,8 @@ def _check_torchscript_archive(model_file: str) -> None:
 
     if not zipfile.is_zipfile(model_file):
         raise KimGnnError(
-            f"{model_file} is not a converted kim-gnn model: not a TorchScript archive (not even a zip file); "
-            "give the model.pt that `kim-gnn convert` wrote, or its KIM portable model directory"
+            f"{model_file} is not a loadable TorchScript file: not a zip archive (truncated, corrupt or another "
+            "kind of file); give the model.pt that `kim-gnn convert` wrote, or its KIM portable model directory"
         )
     try:
         with zipfile.ZipFile(model_file) as zf:
@@ -71,7 +71,8 @@ def _check_torchscript_archive(model_file: str) -> None:
         raise KimGnnError(f"{model_file} is a damaged archive ({first_line(exc)})") from None
     if not any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         raise KimGnnError(
-            f"{model_file} is a PyTorch archive (torch.save) but not TorchScript: not a converted kim-gnn model"
+            f"{model_file} is not a loadable TorchScript file: a PyTorch archive (torch.save), not a converted "
+            "kim-gnn model"
         )
 
 

@@ -94,3 +94,11 @@ def scatter_to_particles(values: torch.Tensor, perm: torch.Tensor, num_particles
     values = values.reshape(-1).to(contract.OUTPUT_DTYPE)
     out = torch.zeros((num_particles,), dtype=contract.OUTPUT_DTYPE, device=values.device)
     return out.index_copy(0, perm[: values.shape[0]], values)
+
+
+def energies_of_contributing(values: torch.Tensor, contributions: torch.Tensor) -> torch.Tensor:
+    """Per-particle energies ``[N]`` float64 of an unpruned model that
+    computed ``values`` on every particle: non-contributing entries zeroed
+    (the contract's output, and the only energies the driver may sum)."""
+    values = values.reshape(-1).to(contract.OUTPUT_DTYPE)
+    return torch.where(contributions == contract.CONTRIBUTING, values, torch.zeros_like(values))

@@ -143,11 +143,24 @@ def test_every_check_passes_on_converted_models(architecture, dtype, options, ne
 
 
 @pytest.mark.parametrize("check", list(BROKEN))
-def test_each_check_fails_on_a_model_made_to_break_it(check, nequip_models, break_conversion):
+def test_each_check_fails_on_a_model_made_to_break_it(check, nequip_models, break_conversion, tmp_path):
     from kim_gnn.nequip import convert_nequip
 
     deployed = nequip_models.deployed(num_layers=2, species=("Si", "C"))
     break_conversion(BROKEN[check])
+    if check == "memory":
+        # RSS is the whole process's: measure it in a fresh one, as a user runs
+        # `kim-gnn check`, not in a test worker whose allocator earlier tests shaped.
+        import subprocess
+        import sys
+
+        model = tmp_path / "leaky.pt"
+        convert_nequip(deployed).save(str(model))
+        proc = subprocess.run([sys.executable, "-m", "kim_gnn.cli", "check", str(model), "--only", "memory"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "FAIL  memory" in proc.stdout, proc.stdout
+        return
     report = check_model(convert_nequip(deployed), only=[check])
     assert [r.name for r in report.results] == [check]
     assert not report.passed, report.summary()

@@ -104,7 +104,7 @@ def test_text_file_as_converted_model_gives_a_whole_message(nequip_pair, tmp_pat
     text = tmp_path / "model.pt"
     text.write_text("this is a text file, not a model\n" * 20)
     code, _, err = run_cli("verify", original, text)
-    line = assert_one_line_error(code, err, "not a converted kim-gnn model")
+    line = assert_one_line_error(code, err, "not a loadable TorchScript file")
     assert line.rstrip().endswith("directory")  # the message ends where it was written to end
 
 

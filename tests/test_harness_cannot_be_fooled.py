@@ -133,7 +133,12 @@ class ColumnOutput(torch.nn.Module):
 # --- mistakes inside the staged module: replace one named part -----------------
 
 class PassThroughDict(torch.nn.Module):
+    """A pair term that adds nothing (whether the energy so far is in the
+    dict, as in NequIP's own order, or not, as the pruned model calls it)."""
+
     def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        if "atomic_energy" not in data:
+            data["atomic_energy"] = torch.zeros_like(data["pos"][:, :1])
         return data
 
 

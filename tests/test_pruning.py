@@ -96,7 +96,10 @@ def test_scatter_to_particles_is_float64_zero_elsewhere_and_differentiable():
 
 # --- poisoning ---------------------------------------------------------------
 
-def _converted(kind, nequip_models, mace_models, num_layers, dtype, prune=True):
+def _converted(kind, nequip_models, mace_models, num_layers, dtype, prune=True, staged_only=False):
+    """The converted model as the driver loads it (frozen), with its spec; or,
+    with ``staged_only``, the staged module inside the driver entry point (which
+    would refuse out-of-range species before the staged module sees them)."""
     if kind == "nequip":
         from kim_gnn.nequip import convert_nequip
 
@@ -111,14 +114,20 @@ def _converted(kind, nequip_models, mace_models, num_layers, dtype, prune=True):
                                    r_max=CUTOFF, correlation=2, seed=num_layers)
         out = source[: -len(".model")] + f".prune-{prune}.pt"
         convert_mace(source, prune=prune).save(out)
+    if staged_only:
+        from kim_gnn.executor import load_unfrozen
+
+        return load_unfrozen(out)[0].staged
     return load_staged_model(out)
 
 
-def _run(module, species, positions, graphs, contributions):
+def _run(module, species, positions, graphs, contributions, staged=False):
     coordinates = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
-    energies = module(torch.as_tensor(species, dtype=torch.int64), coordinates,
-                      *[torch.as_tensor(e, dtype=torch.int64) for e in graphs],
-                      torch.as_tensor(contributions, dtype=torch.int64))
+    edges = [torch.as_tensor(e, dtype=torch.int64) for e in graphs]
+    inputs = (torch.as_tensor(species, dtype=torch.int64), coordinates)
+    contributions = torch.as_tensor(contributions, dtype=torch.int64)
+    # The staged module takes the graphs as one list, the entry point one by one.
+    energies = module(*inputs, edges, contributions) if staged else module(*inputs, *edges, contributions)
     energies.sum().backward()
     grad = coordinates.grad if coordinates.grad is not None else torch.zeros_like(coordinates)
     return energies.detach().numpy(), grad.numpy()
@@ -150,6 +159,7 @@ KINDS = [("nequip", 2, "float64"), ("nequip", 3, "float32"), ("mace", 2, "float6
 @pytest.mark.parametrize("kind,num_layers,dtype", KINDS)
 def test_particles_in_no_needed_set_are_never_read(nequip_models, mace_models, kind, num_layers, dtype):
     module, spec = _converted(kind, nequip_models, mace_models, num_layers, dtype)
+    staged = _converted(kind, nequip_models, mace_models, num_layers, dtype, staged_only=True)
     invalid_species = 10**6
     for case in battery(SPECIES, CUTOFF)[:5]:
         g = build_staged_graphs(case.atoms, SPECIES, CUTOFF, num_layers)
@@ -168,7 +178,7 @@ def test_particles_in_no_needed_set_are_never_read(nequip_models, mace_models, k
         all_positions = np.concatenate([positions, np.full((len(extra), 3), np.nan)])
         all_species = np.concatenate([species, np.full(len(extra), invalid_species)])
         all_contributions = np.concatenate([g.contributions, np.full(len(extra), contract.NOT_CONTRIBUTING)])
-        got = _run(module, all_species, all_positions, graphs, all_contributions)
+        got = _run(staged, all_species, all_positions, graphs, all_contributions, staged=True)
         energies, grad = got
         assert np.all(np.isfinite(energies)), case.name
         assert np.all(grad[outside] == 0) and np.all(grad[n:] == 0), case.name

@@ -33,7 +33,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ..pruning import PrunedStages, scatter_to_particles
+from ..pruning import PrunedStages, energies_of_contributing, scatter_to_particles
 
 
 class LinearHeadReadout(torch.nn.Module):
@@ -348,7 +348,7 @@ class StagedMACE(torch.nn.Module):
             energy = node_e0.to(torch.float64) + inter.to(torch.float64)
         else:
             energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
-        return torch.where(contributions == 0, energy, torch.zeros_like(energy))
+        return energies_of_contributing(energy, contributions)
 
     def forward_pruned(
         self,

@@ -25,7 +25,7 @@ from typing import Dict, List
 
 import torch
 
-from ..pruning import PrunedStages, scatter_to_particles
+from ..pruning import PrunedStages, energies_of_contributing, scatter_to_particles
 
 
 
@@ -177,7 +177,7 @@ class StagedNequIP(torch.nn.Module):
         energy = data[self.energy_field].reshape(-1).to(torch.float64)
         for k in range(self.rescale_scales.shape[0]):
             energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
-        return torch.where(contributions == 0, energy, torch.zeros_like(energy))
+        return energies_of_contributing(energy, contributions)
 
     def forward_pruned(
         self,

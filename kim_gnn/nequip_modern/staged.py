@@ -24,6 +24,8 @@ from typing import Dict, List
 
 import torch
 
+from ..pruning import energies_of_contributing
+
 
 class StagedNequIPModern(torch.nn.Module):
     num_layers: int
@@ -82,4 +84,4 @@ class StagedNequIPModern(torch.nn.Module):
             data = readout_module(data)
 
         energy = data[self.energy_field].reshape(-1).to(torch.float64)
-        return torch.where(contributions == 0, energy, torch.zeros_like(energy))
+        return energies_of_contributing(energy, contributions)
