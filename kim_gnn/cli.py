@@ -54,21 +54,6 @@ def check_output_file(path: str, what: str) -> str:
     return path
 
 
-def check_output_directory(path: str, what: str, force: bool = False) -> str:
-    """Refuse, before any work starts, an output directory that cannot be made."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise KimGnnError(f"{what} {path} exists and is not a directory")
-    if os.path.isdir(path) and not force:
-        raise KimGnnError(f"{path} already exists; pass --force to replace it")
-    parent = os.path.dirname(path.rstrip(os.sep))
-    if not os.path.isdir(parent):
-        raise KimGnnError(f"cannot create {what} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise KimGnnError(f"cannot create {what} {path}: directory {parent} is not writable")
-    return path
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -81,13 +66,13 @@ def _positive_int(text: str) -> int:
 
 def cmd_convert(args) -> int:
     from .adapters import detect_adapter
-    from .export import write_portable_model
+    from .export import check_portable_model_target, write_portable_model
 
     adapter = detect_adapter(args.model)
     out = args.output or default_item_name(args.model)
     contract.validate_item_name(os.path.basename(os.path.abspath(out)))
     contract.validate_driver_name(args.driver_name)
-    check_output_directory(out, "output directory", force=args.force)
+    check_portable_model_target(out, force=args.force)
     options = adapter.check_options({**_adapter_options(args), "prune": False if args.no_prune else None})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = adapter.convert(args.model, **options)

@@ -8,6 +8,23 @@ from . import contract
 from .errors import KimGnnError
 
 
+def check_portable_model_target(out_dir, force: bool = False) -> str:
+    """Refuse, before any work, a portable-model directory that cannot be
+    written: a file in its place, an existing one without ``force``, a parent
+    directory that is missing or not writable. Returns the absolute path."""
+    out_dir = os.path.abspath(os.fspath(out_dir)).rstrip(os.sep)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise KimGnnError(f"output directory {out_dir} exists and is not a directory")
+    if os.path.exists(out_dir) and not force:
+        raise KimGnnError(f"{out_dir} already exists; pass --force (force=True) to replace it")
+    parent = os.path.dirname(out_dir)
+    if not os.path.isdir(parent):
+        raise KimGnnError(f"cannot create output directory {out_dir}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise KimGnnError(f"cannot create output directory {out_dir}: directory {parent} is not writable")
+    return out_dir
+
+
 def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DRIVER_NAME, force: bool = False) -> str:
     """Write ``CMakeLists.txt``, ``file.param`` and ``model.pt`` into
     ``out_dir``, whose base name is the KIM item name.
@@ -22,11 +39,8 @@ def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DR
     spec = contract.spec_of_module(staged)
     if spec is None:
         raise KimGnnError("the model to export carries no kim-gnn spec: convert it with kim_gnn first")
-    if os.path.exists(out_dir) and not force:
-        raise KimGnnError(f"{out_dir} already exists; pass --force (force=True) to replace it")
+    check_portable_model_target(out_dir, force)
     parent = os.path.dirname(out_dir)
-    if not os.path.isdir(parent):
-        raise KimGnnError(f"parent directory {parent} does not exist")
 
     tmp = tempfile.mkdtemp(prefix=f".{item_name}.", dir=parent)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; an installed item is read by others
