@@ -33,7 +33,7 @@ from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
 from ..reference import default_dtype
-from .detect import is_mace_file, pickle_bytes as _pickle_bytes  # noqa: F401
+from .detect import pickle_bytes
 
 SUPPORTED_MODEL_CLASSES = ("MACE", "ScaleShiftMACE")
 SUPPORTED_INTERACTIONS = (
@@ -139,7 +139,7 @@ def load_mace_model(path) -> torch.nn.Module:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise KimGnnError(f"no such file: {path}")
-    data = _pickle_bytes(path)
+    data = pickle_bytes(path)
     if data is None:
         raise KimGnnError(f"{path} is not a PyTorch archive (torch.save) that could hold a MACE model")
     _refuse_accelerated_file(path, data)

@@ -1,28 +1,15 @@
-"""The nequip >= 0.7 adapter behind kim_gnn's Adapter interface: detect,
-convert, describe, original, example. Self-contained and cheap to import
-(no torch, no nequip until a function runs), so that it moves to a registry
-as is: the module-level constants below are the registry record's fields
-(name, options with help, package, summary, exports, example)."""
+"""Registration of the nequip >= 0.7 adapter (NequIP GNN and Allegro):
+detect, convert, describe, original, examples. Cheap to import (no torch, no
+nequip until a function runs)."""
 
 from __future__ import annotations
 
 import os
 from typing import Dict
 
+from ..adapters import Adapter, ExampleModel
+
 NAME = "nequip-modern"
-OPTIONS = {
-    "type_map": "nequip >= 0.7 models: the model type each element (KIM species) uses, ELEMENT=TYPE,... "
-                "(default: the training data's map, else type names that are chemical symbols, else the "
-                "elements of the model's ZBL term)",
-}
-PACKAGE = "nequip"
-SUMMARY = "nequip >= 0.7 NequIP / Allegro .nequip.zip, .ckpt, TorchScript .nequip.pth"
-EXPORTS = {
-    "convert_nequip_modern": "kim_gnn.nequip_modern.convert:convert_nequip_modern",
-}
-EXAMPLE_FILE_NAME = "example.nequip.zip"
-EXAMPLE_ITEM_NAME = "Si_NequIP019_Example__MO_000000000000_000"
-EXAMPLE_DESCRIPTION = "a seeded random nequip 0.19 NequIP model (.ckpt -> nequip-package)"
 
 
 def detect(path: str) -> bool:
@@ -88,49 +75,33 @@ def build_example(path: str, num_layers: int, model_dtype: str, architecture: st
     return save_package(ckpt, path)
 
 
-def example(out_dir: str, layers: int = 2, dtype: str = "float64", architecture: str = "nequip") -> str:
-    """Build a seeded random model, package it (.ckpt -> .nequip.zip); returns the package path."""
-    from .example import save_checkpoint, save_package
-
-    os.makedirs(out_dir, exist_ok=True)
-    ckpt = save_checkpoint(os.path.join(out_dir, "example.ckpt"), species=("Si",), architecture=architecture,
-                           num_layers=layers, model_dtype=dtype)
-    return save_package(ckpt, os.path.join(out_dir, "example.nequip.zip"))
-
-
 def build_allegro_example(path: str, num_layers: int, model_dtype: str) -> str:
     return build_example(path, num_layers, model_dtype, architecture="allegro")
 
 
-def _adapter():
-    from ..adapters import Adapter, ExampleModel
-
-    return Adapter(
-        name=NAME,
-        detect=detect,
-        convert=convert,
-        describe=describe,
-        original=original,
-        options=OPTIONS,
-        detect_module=detect_module,
-        package=PACKAGE,
-        summary=SUMMARY,
-        exports=EXPORTS,
-        example={
-            NAME: ExampleModel(build=build_example, file_name=EXAMPLE_FILE_NAME, item_name=EXAMPLE_ITEM_NAME,
-                               description=EXAMPLE_DESCRIPTION),
-            "allegro": ExampleModel(build=build_allegro_example, file_name="example.nequip.zip",
-                                    item_name="Si_Allegro_Example__MO_000000000000_000",
-                                    description="a seeded random nequip-allegro 0.8 Allegro model "
-                                                "(.ckpt -> nequip-package)"),
-        },
-        priority=15,
-    )
-
-
-ADAPTER = _adapter()
-
-
-def adapter():
-    """This adapter as a kim_gnn.adapters.Adapter."""
-    return ADAPTER
+ADAPTER = Adapter(
+    name=NAME,
+    detect=detect,
+    convert=convert,
+    describe=describe,
+    original=original,
+    options={
+        "type_map": "nequip >= 0.7 models: the model type each element (KIM species) uses, ELEMENT=TYPE,... "
+                    "(default: the training data's map, else type names that are chemical symbols, else the "
+                    "elements of the model's ZBL term)",
+    },
+    detect_module=detect_module,
+    package="nequip",
+    summary="nequip >= 0.7 NequIP / Allegro .nequip.zip, .ckpt, TorchScript .nequip.pth",
+    exports={"convert_nequip_modern": "kim_gnn.nequip_modern.convert:convert_nequip_modern"},
+    example={
+        NAME: ExampleModel(build=build_example, file_name="example.nequip.zip",
+                           item_name="Si_NequIP019_Example__MO_000000000000_000",
+                           description="a seeded random nequip 0.19 NequIP model (.ckpt -> nequip-package)"),
+        "allegro": ExampleModel(build=build_allegro_example, file_name="example.nequip.zip",
+                                item_name="Si_Allegro_Example__MO_000000000000_000",
+                                description="a seeded random nequip-allegro 0.8 Allegro model "
+                                            "(.ckpt -> nequip-package)"),
+    },
+    priority=15,
+)
