@@ -45,10 +45,10 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"(nequip|mace|e3nn)\b")
 warnings.filterwarnings("ignore", category=UserWarning, message=r"The TorchScript type system doesn't support")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _bench_common import RESULTS_DIR, OtherCpuLoad, peak_rss_mib, progress, si_supercell, timed  # noqa: E402
+from _bench_common import (QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, peak_rss_mib, progress,  # noqa: E402
+                           si_supercell, timed)
 
 from kim_gnn.executor import cell_volume, load_staged_model, run_on_graphs  # noqa: E402
 from kim_gnn.graphs import build_staged_graphs  # noqa: E402
@@ -56,7 +56,6 @@ from kim_gnn.pruning import PrunedStages  # noqa: E402
 from kim_gnn.reference import default_dtype  # noqa: E402
 
 DEFAULT_REPLICAS = (2, 4, 8)  # 64, 512, 4096 atoms
-QUICK_REPLICAS = (2, 3)  # 64, 216 atoms
 SIDES = ("original", "unpruned", "pruned")
 
 

@@ -109,6 +109,24 @@ class StagedRuns:
                 torch.set_default_dtype(previous)
         return results
 
+    @staticmethod
+    def assert_same_results(first, second, cases, tol):
+        """Two converted models give the same energy, per-atom energies and
+        forces on every case (``second`` is the reference; ``tol`` relative to
+        max(1, |E|) and max(1, largest force component))."""
+        import numpy as np
+
+        from kim_gnn.executor import StagedExecutor
+
+        a, b = StagedExecutor(first), StagedExecutor(second)
+        for case in cases:
+            ra, rb = a.run(case.atoms), b.run(case.atoms)
+            scale = max(1.0, abs(rb.energy))
+            assert abs(ra.energy - rb.energy) <= tol * scale, case.name
+            np.testing.assert_allclose(ra.energies, rb.energies, rtol=0, atol=tol * scale, err_msg=case.name)
+            np.testing.assert_allclose(ra.forces, rb.forces, rtol=0, atol=tol * max(1.0, np.abs(rb.forces).max()),
+                                       err_msg=case.name)
+
     def energy_without_architecture_packages(self, path, atoms) -> float:
         """The energy from a fresh process with default torch settings in
         which nequip, e3nn and mace cannot be imported."""

@@ -4,7 +4,7 @@ whole battery (and its property cases); the switch is recorded."""
 import numpy as np
 import pytest
 
-from kim_gnn.executor import StagedExecutor, read_spec
+from kim_gnn.executor import read_spec
 from kim_gnn.mace import convert_mace
 from kim_gnn.structures import battery, property_cases
 
@@ -31,20 +31,14 @@ def _pair(mace_models, tmp_path, **options):
     (2, "float64", RESIDUAL, dict(use_last_readout_only=True, correlation=3)),
     (3, "float32", RESIDUAL, dict()),
 ])
-def test_pruned_equals_unpruned_on_the_battery(mace_models, tmp_path, num_layers, dtype, interaction, extra):
+def test_pruned_equals_unpruned_on_the_battery(mace_models, staged_runs, tmp_path, num_layers, dtype, interaction,
+                                                extra):
     pruned, unpruned = _pair(mace_models, tmp_path, num_interactions=num_layers, species=SPECIES, model_dtype=dtype,
                              interaction=interaction, seed=num_layers, **extra)
     assert read_spec(pruned).details["pruned"] == "true"
     assert read_spec(unpruned).details["pruned"] == "false"
-    a, b = StagedExecutor(pruned), StagedExecutor(unpruned)
-    tol = TOLERANCE[dtype]
-    for case in battery(SPECIES, 3.5) + property_cases(SPECIES, 3.5):
-        ra, rb = a.run(case.atoms), b.run(case.atoms)
-        scale = max(1.0, abs(rb.energy))
-        assert abs(ra.energy - rb.energy) <= tol * scale, case.name
-        np.testing.assert_allclose(ra.energies, rb.energies, rtol=0, atol=tol * scale, err_msg=case.name)
-        np.testing.assert_allclose(ra.forces, rb.forces, rtol=0, atol=tol * max(1.0, np.abs(rb.forces).max()),
-                                   err_msg=case.name)
+    staged_runs.assert_same_results(pruned, unpruned, battery(SPECIES, 3.5) + property_cases(SPECIES, 3.5),
+                                    TOLERANCE[dtype])
 
 
 def test_pruned_model_under_default_float32_and_without_mace(mace_models, staged_runs):

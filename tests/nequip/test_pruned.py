@@ -24,20 +24,13 @@ def _pair(nequip_models, tmp_path, **options):
 
 @pytest.mark.parametrize("num_layers,dtype,zbl", [(1, "float64", True), (2, "float32", False), (3, "float64", False),
                                                   (3, "float32", True)])
-def test_pruned_equals_unpruned_on_the_battery(nequip_models, tmp_path, num_layers, dtype, zbl):
+def test_pruned_equals_unpruned_on_the_battery(nequip_models, staged_runs, tmp_path, num_layers, dtype, zbl):
     pruned, unpruned = _pair(nequip_models, tmp_path, num_layers=num_layers, species=SPECIES, model_dtype=dtype,
                              zbl=zbl, l_max=2, seed=num_layers)
     assert read_spec(pruned).details["pruned"] == "true"
     assert read_spec(unpruned).details["pruned"] == "false"
-    a, b = StagedExecutor(pruned), StagedExecutor(unpruned)
-    tol = TOLERANCE[dtype]
-    for case in battery(SPECIES, 3.5) + property_cases(SPECIES, 3.5):
-        ra, rb = a.run(case.atoms), b.run(case.atoms)
-        scale = max(1.0, abs(rb.energy))
-        assert abs(ra.energy - rb.energy) <= tol * scale, case.name
-        np.testing.assert_allclose(ra.energies, rb.energies, rtol=0, atol=tol * scale, err_msg=case.name)
-        np.testing.assert_allclose(ra.forces, rb.forces, rtol=0, atol=tol * max(1.0, np.abs(rb.forces).max()),
-                                   err_msg=case.name)
+    staged_runs.assert_same_results(pruned, unpruned, battery(SPECIES, 3.5) + property_cases(SPECIES, 3.5),
+                                    TOLERANCE[dtype])
 
 
 def test_lennard_jones_pair_term_is_pruned_exactly(nequip_models, tmp_path):
