@@ -109,16 +109,37 @@ def _ops_registered() -> bool:
         return False
 
 
-def check_choice(kernels: Optional[str]) -> str:
+def check_choice(kernels: Optional[str], prune: bool = True) -> str:
     """The kernels choice of a conversion ('aten' by default); an unknown
-    one, or 'kim_gnn' without the built library, is an error."""
+    one, 'kim_gnn' for an unpruned model, or 'kim_gnn' without the built
+    library is an error. Loads the library for 'kim_gnn' (TorchScript
+    compiles calls to its ops only once they are registered)."""
     if kernels is None:
         return ATEN
     if kernels not in CHOICES:
         raise KimGnnError(f"unknown kernels {kernels!r}: choose one of {', '.join(CHOICES)}")
     if kernels == KIM_GNN:
+        if not prune:
+            raise KimGnnError("--kernels kim_gnn applies to the pruned model only; drop --no-prune (prune=False)")
         load_library()
     return kernels
+
+
+def archive_uses_ops(path: str) -> bool:
+    """Whether a TorchScript archive's code calls kim_gnn ops (it then loads
+    only once the library is loaded). Reads the code, not the metadata, so it
+    also holds for models re-saved without kim-gnn's extra files."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if "/code/" in name and name.endswith(".py"):
+                    if b"ops.kim_gnn." in zf.read(name):
+                        return True
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return False
 
 
 def ensure_for_spec(spec) -> None:
