@@ -1,7 +1,7 @@
 #include "csr_cuda.h"
 
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
@@ -76,7 +76,7 @@ at::Tensor csr_sum(const at::Tensor& src, const at::Tensor& ptr, const at::Tenso
   if (rows == 0 || features == 0) {
     return out;
   }
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "kim_gnn_csr_sum_cuda", [&] {
     using scalar_type = scalar_t;
     AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "kim_gnn_csr_sum_cuda_index", [&] {
@@ -97,7 +97,7 @@ at::Tensor csr_expand(const at::Tensor& rows_data, const at::Tensor& ptr, int64_
   if (rows == 0 || num_entries == 0 || features == 0) {
     return out.zero_();
   }
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(rows_data.scalar_type(), "kim_gnn_csr_expand_cuda", [&] {
     using scalar_type = scalar_t;
     AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "kim_gnn_csr_expand_cuda_index", [&] {
