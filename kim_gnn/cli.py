@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prune", action="store_true",
                    help="emit the unpruned staged model: every layer on every particle of its graph "
                         "(default: only the work that reaches a contributing atom)")
-    p.add_argument("--kernels", choices=("aten", "kim_gnn"), default=None,
+    from .adapters import CHOICE_OPTIONS
+
+    p.add_argument("--kernels", choices=CHOICE_OPTIONS["kernels"], default=None,
                    help="how the pruned layers aggregate messages: aten (default; aten ops only, runs under the "
                         "stock TorchML driver) or kim_gnn (kim-gnn's deterministic CSR kernels: the op library "
                         "kim_gnn/lib/libkim_gnn_ops.so must be built, and loaded in the process that runs the "
