@@ -48,15 +48,20 @@ void check_ptr(const char* op, const at::Tensor& ptr, int64_t entries, const at:
                   static_cast<int64_t>(data[n - 1]), " but there are ", entries, " entries");
     });
   } else {
-    // One synchronisation: the checks as tensor ops on the device.
-    at::Tensor p = ptr.to(at::kLong);
-    at::Tensor bad = p[0].ne(0).logical_or(p[-1].ne(entries));
-    if (p.size(0) > 1) {
-      bad = bad.logical_or(p.slice(0, 1).lt(p.slice(0, 0, -1)).any());
-    }
-    TORCH_CHECK(!bad.item<bool>(), "kim_gnn::", op,
-                ": ptr is not a CSR row pointer (ptr[0] == 0, non-decreasing, ptr[-1] == ", entries, " entries)");
+    check_ptr_tensor_ops(op, ptr, entries);
   }
+}
+
+void check_ptr_tensor_ops(const char* op, const at::Tensor& ptr, int64_t entries) {
+  // One synchronisation: the checks as tensor ops on ptr's device.
+  TORCH_CHECK(ptr.dim() == 1 && ptr.size(0) >= 1, "kim_gnn::", op, ": ptr must be 1-D with at least one entry");
+  at::Tensor p = ptr.to(at::kLong);
+  at::Tensor bad = p[0].ne(0).logical_or(p[-1].ne(entries));
+  if (p.size(0) > 1) {
+    bad = bad.logical_or(p.slice(0, 1).lt(p.slice(0, 0, -1)).any());
+  }
+  TORCH_CHECK(!bad.item<bool>(), "kim_gnn::", op,
+              ": ptr is not a CSR row pointer (ptr[0] == 0, non-decreasing, ptr[-1] == ", entries, " entries)");
 }
 
 at::Tensor as_rows(const at::Tensor& src) {

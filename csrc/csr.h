@@ -13,6 +13,9 @@ namespace kim_gnn {
 // on src's device, ptr[0] == 0, non-decreasing, ptr[-1] == entries).
 void check_ptr(const char* op, const at::Tensor& ptr, int64_t entries, const at::Tensor& like);
 
+// The same with tensor ops on ptr's device (what check_ptr does off the CPU).
+void check_ptr_tensor_ops(const char* op, const at::Tensor& ptr, int64_t entries);
+
 // Checks an index tensor (1-D, int32/int64, on like's device).
 void check_index(const char* op, const char* name, const at::Tensor& index, const at::Tensor& like);
 

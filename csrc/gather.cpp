@@ -19,8 +19,23 @@ namespace kim_gnn {
 
 namespace {
 
+// The check below with tensor ops on the tensors' device (two syncs): used
+// off the CPU, and on the CPU by kim_gnn::_check_gather_plan (tests).
+void check_sorted_by_tensor_ops(const at::Tensor& index, const at::Tensor& perm, const at::Tensor& ptr) {
+  const int64_t rows = ptr.size(0) - 1;
+  const int64_t entries = index.size(0);
+  at::Tensor q = perm.to(at::kLong);
+  at::Tensor bad = q.lt(0).logical_or(q.ge(entries)).any();
+  TORCH_CHECK(!bad.item<bool>(), "kim_gnn::gather: perm holds entries outside 0..", entries - 1);
+  at::Tensor counts = ptr.to(at::kLong).diff();
+  at::Tensor rows_of = at::repeat_interleave(at::arange(rows, counts.options()), counts, /*dim=*/0,
+                                             /*output_size=*/entries);
+  TORCH_CHECK(index.to(at::kLong).index_select(0, q).equal(rows_of),
+              "kim_gnn::gather: perm and ptr do not sort index");
+}
+
 // perm sorts index and ptr is its row pointer: index[perm[j]] == n for
-// ptr[n] <= j < ptr[n+1] (CPU: a loop; elsewhere: tensor ops, one sync).
+// ptr[n] <= j < ptr[n+1] (CPU: a loop; elsewhere: tensor ops).
 void check_sorted_by(const at::Tensor& index, const at::Tensor& perm, const at::Tensor& ptr) {
   const int64_t rows = ptr.size(0) - 1;
   const int64_t entries = index.size(0);
@@ -41,13 +56,7 @@ void check_sorted_by(const at::Tensor& index, const at::Tensor& perm, const at::
     }
     return;
   }
-  at::Tensor q = perm.to(at::kLong);
-  at::Tensor bad = q.lt(0).logical_or(q.ge(entries)).any();
-  TORCH_CHECK(!bad.item<bool>(), "kim_gnn::gather: perm holds entries outside 0..", entries - 1);
-  at::Tensor counts = ptr.to(at::kLong).diff();
-  at::Tensor rows_of = at::repeat_interleave(at::arange(rows, counts.options()), counts, entries);
-  TORCH_CHECK(index.to(at::kLong).index_select(0, q).equal(rows_of),
-              "kim_gnn::gather: perm and ptr do not sort index");
+  check_sorted_by_tensor_ops(index, perm, ptr);
 }
 
 class Gather : public torch::autograd::Function<Gather> {
@@ -82,10 +91,18 @@ at::Tensor gather(const at::Tensor& x, const at::Tensor& index, const at::Tensor
   return Gather::apply(x, index, perm, ptr);
 }
 
+// The device-side checks of gather's arguments, run on any device (the
+// tests run them on the CPU, where gather itself checks with loops).
+void check_gather_plan(const at::Tensor& index, const at::Tensor& perm, const at::Tensor& ptr) {
+  check_ptr_tensor_ops("gather", ptr, index.size(0));
+  check_sorted_by_tensor_ops(index, perm, ptr);
+}
+
 }  // namespace
 
 }  // namespace kim_gnn
 
 TORCH_LIBRARY_FRAGMENT(kim_gnn, m) {
   m.def("gather(Tensor x, Tensor index, Tensor perm, Tensor ptr) -> Tensor", &kim_gnn::gather);
+  m.def("_check_gather_plan(Tensor index, Tensor perm, Tensor ptr) -> ()", &kim_gnn::check_gather_plan);
 }

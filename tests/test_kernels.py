@@ -141,6 +141,28 @@ def test_bad_input_is_refused_with_a_message(call, message):
     assert "kim_gnn::" in str(info.value).splitlines()[0]
 
 
+def test_the_device_side_checks_on_the_cpu():
+    """The checks gather and segment_sum run off the CPU (tensor ops),
+    exercised here on the CPU through kim_gnn::_check_gather_plan."""
+    index = random_graph(80, 9, seed=12, empty_row=4)
+    perm, ptr = csr(index, 9)
+    ops._check_gather_plan(index, perm, ptr)  # consistent: no error
+    ops._check_gather_plan(index.int(), perm.int(), ptr.int())
+    empty = torch.zeros(0, dtype=torch.int64)
+    ops._check_gather_plan(empty, empty, torch.zeros(3, dtype=torch.int64))
+    bad_perm = perm.clone()
+    bad_perm[[0, -1]] = bad_perm[[-1, 0]]
+    for args, message in [
+        ((index, bad_perm, ptr), "perm and ptr do not sort index"),
+        ((index, perm + 1, ptr), "perm holds entries outside 0..79"),
+        ((index, perm, ptr.flip(0)), "ptr is not a CSR row pointer"),
+        ((index, perm, ptr[:-1]), "ptr is not a CSR row pointer"),
+        ((index, perm, empty), "ptr must be 1-D with at least one entry"),
+    ]:
+        with pytest.raises(RuntimeError, match=message):
+            ops._check_gather_plan(*args)
+
+
 def test_second_derivative_raises_clearly():
     num_rows, num_edges = 10, 50
     index = random_graph(num_edges, num_rows, seed=5)
