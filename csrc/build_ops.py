@@ -73,6 +73,23 @@ def _nvcc():
     return shutil.which("nvcc")
 
 
+def _why_no_cuda(torch, nvcc):
+    """None when the CUDA kernels can be built, else why not."""
+    if not torch.version.cuda:
+        return "torch is a CPU-only build"
+    if nvcc is None:
+        return "nvcc was not found (set CUDA_HOME or put nvcc on PATH)"
+    try:
+        out = subprocess.run([nvcc, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+        release = out.split("release ")[1].split(",")[0]
+    except (OSError, IndexError):
+        return f"{nvcc} --version did not say its release"
+    if release.split(".")[0] != torch.version.cuda.split(".")[0]:
+        # the library would link another CUDA runtime than torch's
+        return f"nvcc is CUDA {release} but torch was built with CUDA {torch.version.cuda}"
+    return None
+
+
 def _cuda_arch_flags():
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
     flags = []
@@ -124,10 +141,13 @@ def build(lib_dir: str = LIB_DIR, force: bool = False, verbose: bool = False, cu
             "`pip install --no-build-isolation ...`"
         ) from None
     nvcc = _nvcc()
+    why_not = _why_no_cuda(torch, nvcc)
     if cuda is None:
-        cuda = bool(torch.version.cuda) and nvcc is not None
-    elif cuda and not (torch.version.cuda and nvcc):
-        raise BuildError("CUDA kernels asked for, but torch is not a CUDA build or nvcc was not found")
+        cuda = why_not is None
+        if why_not and torch.version.cuda:
+            print(f"kim-gnn: building the op library without CUDA: {why_not}", file=sys.stderr)
+    elif cuda and why_not:
+        raise BuildError(f"CUDA kernels asked for, but {why_not}")
     key = _key(torch, cuda)
     ok, info = up_to_date(lib_dir)
     if ok and not force and bool(info.get("cuda")) == cuda:
