@@ -12,7 +12,9 @@ energy + forces call of each model on the same structure, in one process:
              (run_on_graphs: forward + backward + force folding)
   pruned     the default conversion (only the work that reaches a
              contributing atom), same call
-  kernels    placeholder (null) for the pruned model with --kernels kim_gnn
+  kernels    the pruned model converted with --kernels kim_gnn (kim-gnn's
+             deterministic CSR kernels), same call; null where the op
+             library is not built
 
 The geometric floor is the work the pruned model must do relative to the
 original's, counted from the graphs: ``floor_edges`` = sum over layers of the
@@ -139,6 +141,14 @@ def _converted(convert, source, tmp, name):
         path = os.path.join(tmp, f"{name}-{side}.pt")
         convert(source, prune=prune).save(path)
         models[side] = load_staged_model(path)
+    from kim_gnn import kernels
+
+    if kernels.available():  # the kernels column: pruned + --kernels kim_gnn
+        path = os.path.join(tmp, f"{name}-kernels.pt")
+        convert(source, kernels="kim_gnn").save(path)
+        models["kernels"] = load_staged_model(path)
+    else:
+        progress("the kim_gnn op library is not built: no kernels column")
     return models
 
 
@@ -172,9 +182,10 @@ def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
     graphs = build_staged_graphs(atoms, spec.species, spec.cutoff, spec.num_layers)
     n_edges_original, original_call = original_side(atoms)
     calls = {"original": original_call}
-    for side in ("unpruned", "pruned"):
-        module = staged[side][0]
-        calls[side] = (lambda m: (lambda: run_on_graphs(m, graphs, len(atoms), volume).energy))(module)
+    for side in ("unpruned", "pruned", "kernels"):
+        if side in staged:
+            module = staged[side][0]
+            calls[side] = (lambda m: (lambda: run_on_graphs(m, graphs, len(atoms), volume).energy))(module)
     energies = {side: call() for side, call in calls.items()}
     row = {
         "replicas": replicas,
@@ -195,11 +206,16 @@ def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
         for side in SIDES:
             progress(f"  {len(atoms)} atoms: {side}")
             row[side] = timed(calls[side], repeats, warmup)
-    row["kernels"] = None  # pruned + --kernels kim_gnn: a later issue
+        row["kernels"] = None
+        if "kernels" in calls:
+            progress(f"  {len(atoms)} atoms: kernels")
+            row["kernels"] = timed(calls["kernels"], repeats, warmup)
+            row["energy_diff_kernels_eV"] = abs(energies["kernels"] - energies["original"])
     t = {side: row[side]["median_s"] for side in SIDES}
     row["ratio_unpruned"] = t["unpruned"] / t["original"]
     row["ratio_pruned"] = t["pruned"] / t["original"]
     row["speedup_pruning"] = t["unpruned"] / t["pruned"]
+    row["speedup_kernels"] = t["pruned"] / row["kernels"]["median_s"] if row["kernels"] else None
     row["peak_rss_mib"] = peak_rss_mib()
     row["other_processes_cpu_cores"] = load.cores
     return row
@@ -218,8 +234,9 @@ def print_table(arch: str, runs: dict) -> None:
         for r in rows:
             others = "n/a" if r["other_processes_cpu_cores"] is None else f"{r['other_processes_cpu_cores']:.2f}"
             floor = f"{r['floor_edges']:.2f} ({r['floor_nodes']:.2f})"
+            kernels = "-" if not r.get("kernels") else f"{r['kernels']['median_s']:.4f}"
             print(f"{dtype:>7} {r['n_atoms']:>6} | {r['original']['median_s']:>9.4f} {r['unpruned']['median_s']:>9.4f}"
-                  f" {r['pruned']['median_s']:>9.4f} {'-':>7} | {r['ratio_unpruned']:>9.2f} {r['ratio_pruned']:>8.2f}"
+                  f" {r['pruned']['median_s']:>9.4f} {kernels:>7} | {r['ratio_unpruned']:>9.2f} {r['ratio_pruned']:>8.2f}"
                   f" {floor:>13} | {r['speedup_pruning']:>7.2f} {others:>6}")
 
 

@@ -16,9 +16,10 @@ for the harness (``original(source, spec)``, where ``spec`` is the converted
 model's spec, so that e.g. the same MACE head is evaluated). ``source`` is a
 file path, or an in-memory module where ``detect_module`` accepts it.
 ``options`` maps the conversion options the adapter takes (``head``,
-``prune``) to their help text; the CLI offers string options as ``--head``
-etc., and ``prune`` (a core switch: emit the unpruned model) as
-``--no-prune``. ``exports`` names the public functions the adapter adds to
+``prune``, ``kernels``) to their help text; the CLI offers string options
+as ``--head`` etc., ``prune`` (a core switch: emit the unpruned model) as
+``--no-prune`` and ``kernels`` (a core choice: aten or the kim_gnn op
+library) as ``--kernels``. ``exports`` names the public functions the adapter adds to
 ``kim_gnn`` (``convert_nequip``), and ``example`` how ``kim-gnn example``
 builds a seeded model of its kind. Adapter modules must be cheap to import:
 the architecture package (and torch) only when a function is called.
@@ -39,6 +40,15 @@ ENTRY_POINT_GROUP = "kim_gnn.adapters"
 #: (option name -> switch that sets it False); adapters list them in
 #: ``options`` when they take them.
 FLAG_OPTIONS = {"prune": "--no-prune"}
+
+#: Conversion options with fixed choices that the core offers itself
+#: (``kim-gnn convert --kernels kim_gnn``); adapters list them in ``options``
+#: when they take them.
+CHOICE_OPTIONS = {"kernels": ("aten", "kim_gnn")}
+
+KERNELS_HELP = ("'aten' (default: aten ops only, portable to any TorchML driver) or 'kim_gnn': the pruned "
+                "layers sum with kim-gnn's deterministic CSR kernels (the op library, kim_gnn/lib, must be "
+                "built and loaded in the process that runs the model)")
 
 
 @dataclass(frozen=True)
@@ -197,7 +207,7 @@ def all_options() -> Dict[str, str]:
     options: Dict[str, List[str]] = {}
     for adapter in registered_adapters():
         for name in adapter.options:
-            if name in FLAG_OPTIONS:
+            if name in FLAG_OPTIONS or name in CHOICE_OPTIONS:
                 continue
             text = adapter.option_help(name) or f"{adapter.name} models"
             options.setdefault(name, [])

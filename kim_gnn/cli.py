@@ -73,7 +73,11 @@ def cmd_convert(args) -> int:
     contract.validate_item_name(os.path.basename(os.path.abspath(out)))
     contract.validate_driver_name(args.driver_name)
     check_portable_model_target(out, force=args.force)
-    options = adapter.check_options({**_adapter_options(args), "prune": False if args.no_prune else None})
+    kernels = args.kernels
+    if kernels == "aten" and "kernels" not in adapter.options:
+        kernels = None  # the default: every adapter emits aten-only models
+    options = adapter.check_options({**_adapter_options(args), "prune": False if args.no_prune else None,
+                                     "kernels": kernels})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = adapter.convert(args.model, **options)
     spec = staged.kim_gnn_spec
@@ -169,6 +173,7 @@ def describe(path: str, **options) -> dict:
             "source_file": spec.source_file,
             "source_sha256": spec.source_sha256,
             "driver_inputs": contract.input_names(spec.num_layers),
+            "kernels": spec.details.get("kernels", "aten"),
             **{f"detail.{k}": v for k, v in spec.details.items()},
         }
     adapter = detect_adapter(path)
@@ -319,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prune", action="store_true",
                    help="emit the unpruned staged model: every layer on every particle of its graph "
                         "(default: only the work that reaches a contributing atom)")
+    from .adapters import CHOICE_OPTIONS
+
+    p.add_argument("--kernels", choices=CHOICE_OPTIONS["kernels"], default=None,
+                   help="how the pruned layers aggregate messages: aten (default; aten ops only, runs under the "
+                        "stock TorchML driver) or kim_gnn (kim-gnn's deterministic CSR kernels: the op library "
+                        "kim_gnn/lib/libkim_gnn_ops.so must be built, and loaded in the process that runs the "
+                        "model; recorded in the model, shown by `kim-gnn info`)")
     p.add_argument("--verify", action="store_true", help="run the verification battery after converting")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_convert)

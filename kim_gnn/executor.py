@@ -80,6 +80,15 @@ def load_unfrozen(path: PathLike, device: str = "cpu"):
     """The converted model as saved, with its spec; (module, spec)."""
     model_file = resolve_model_file(path)
     _check_torchscript_archive(model_file)
+    from . import kernels
+
+    if kernels.archive_uses_ops(model_file):
+        # converted with --kernels kim_gnn: its code calls the op library's ops
+        try:
+            kernels.load_library()
+        except KimGnnError as exc:
+            raise KimGnnError(f"{model_file} was converted with --kernels kim_gnn and needs the kim_gnn op "
+                              f"library: {exc}") from None
     extra = contract.empty_extra_files()
     try:
         module = torch.jit.load(model_file, map_location=device, _extra_files=extra)

@@ -57,16 +57,21 @@ class PrunedStages(torch.nn.Module):
       kept). Their receivers are ``< n_k`` and their senders ``< n_{k+1}``.
 
     ``receiver_row`` is the row of an edge index that holds the receiver
-    (NequIP: 0, the center; MACE: 1).
+    (NequIP: 0, the center; MACE: 1). With ``sort_by_receiver`` the edges of
+    each graph are sorted by receiver instead (stably: the original order
+    among a receiver's edges), the CSR order the kim_gnn kernels sum in
+    (``kim_gnn/aggregation.py``).
     """
 
     receiver_row: int
+    sort_by_receiver: bool
 
-    def __init__(self, receiver_row: int):
+    def __init__(self, receiver_row: int, sort_by_receiver: bool = False):
         super().__init__()
         if receiver_row not in (0, 1):
             raise ValueError("receiver_row must be 0 or 1")
         self.receiver_row = receiver_row
+        self.sort_by_receiver = bool(sort_by_receiver)
 
     def forward(
         self, graphs: List[torch.Tensor], contributions: torch.Tensor
@@ -83,7 +88,10 @@ class PrunedStages(torch.nn.Module):
         for k in range(num_layers):
             relabelled = inverse[graphs[k]]
             keep = relabelled[self.receiver_row] < counts[k]
-            edges.append(relabelled[:, keep])
+            kept = relabelled[:, keep]
+            if self.sort_by_receiver:
+                kept = kept[:, torch.argsort(kept[self.receiver_row], stable=True)]
+            edges.append(kept)
         return perm, counts, edges
 
 

@@ -40,11 +40,19 @@ else
 fi
 
 step "installing kim-gnn (editable) with e3nn 0.4.4, nequip 0.6.2, mace-torch 0.3.16 and the test tools"
+step "  (and building its op library kim_gnn/lib/libkim_gnn_ops.so from csrc/: about 1-2 minutes the first time)"
 # The constraint keeps pip from replacing the torch installed above.
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
 echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
-"${PIP[@]}" install --quiet -c "$CONSTRAINTS" -e ".[legacy,test]"
+# --no-build-isolation: setup.py builds the op library against the torch
+# installed above (an isolated build environment would fetch another torch);
+# that needs setuptools >= 70.1 (bdist_wheel built in) in .venv itself.
+if ! .venv/bin/python -c "import sys, setuptools; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" 2>/dev/null; then
+    "${PIP[@]}" install --quiet -c "$CONSTRAINTS" "setuptools>=70.1"
+fi
+"${PIP[@]}" install --quiet -c "$CONSTRAINTS" --no-build-isolation -e ".[legacy,test]"
+.venv/bin/python -c "import kim_gnn.kernels as k; print('setup: op library:', k.library_path() if k.available() else 'not built (kim-gnn works without it; convert --kernels kim_gnn needs it; see README, Kernels)')"
 
 step "checking the environment"
 TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 .venv/bin/python -W ignore -c "import kim_gnn, torch, nequip, e3nn; print('setup: ready: kim-gnn', kim_gnn.__version__, '| torch', torch.__version__, '| nequip', nequip.__version__, '| e3nn', e3nn.__version__)"

@@ -53,7 +53,12 @@ fi
 # (checked from / so that the checkout on sys.path cannot answer for the venv)
 if ! (cd / && "$REPO/$PY" -c "import kim_gnn, os, sys; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(kim_gnn.__file__))) != os.path.realpath(sys.argv[1]))" "$REPO") 2>/dev/null; then
     echo "modern env: installing kim-gnn (editable) from $REPO"
-    $PIP install --quiet --no-deps -c "$CONSTRAINTS" -e "$REPO" 2> >(grep -v "is ignored: it is neither" >&2)
+    # --no-build-isolation: the op library (csrc/) is built against this torch;
+    # an up-to-date library from the same torch version is reused, not rebuilt.
+    if ! "$PY" -c "import sys, setuptools; sys.exit(tuple(map(int, setuptools.__version__.split('.')[:2])) < (70, 1))" 2>/dev/null; then
+        $PIP install --quiet -c "$CONSTRAINTS" "setuptools>=70.1" 2> >(grep -v "is ignored: it is neither" >&2)
+    fi
+    $PIP install --quiet --no-deps --no-build-isolation -c "$CONSTRAINTS" -e "$REPO" 2> >(grep -v "is ignored: it is neither" >&2)
 else
     echo "modern env: kim-gnn (editable) from $REPO present"
 fi

@@ -75,6 +75,21 @@ def test_needed_sets_inside_the_model_equal_the_definition(num_layers, receiver_
                 assert int(edges[k][sender_row].max()) < counts[k + 1]
 
 
+@pytest.mark.parametrize("receiver_row", [0, 1])
+def test_sorted_by_receiver_is_a_stable_sort_of_the_same_edges(receiver_row):
+    """``sort_by_receiver`` (the kim_gnn kernels' CSR order): the same pruned
+    edges, sorted by receiver, keeping their order within a receiver."""
+    plain = torch.jit.script(PrunedStages(receiver_row))
+    stages = torch.jit.script(PrunedStages(receiver_row, sort_by_receiver=True))
+    for name, g in _structures(3):
+        graphs, contributions = _torch_graphs(g)
+        _, _, expected = plain(graphs, contributions)
+        _, _, edges = stages(graphs, contributions)
+        for k in range(3):
+            order = torch.argsort(expected[k][receiver_row], stable=True)
+            assert torch.equal(edges[k], expected[k][:, order]), (name, k)
+
+
 def test_particles_outside_every_needed_set_exist_in_the_battery():
     # Otherwise the poisoning tests below would poison nothing.
     outside = 0

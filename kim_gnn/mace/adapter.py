@@ -1,7 +1,7 @@
 """Registration of the MACE adapter (cheap to import: mace and torch are
 imported only when a function runs)."""
 
-from ..adapters import Adapter, ExampleModel
+from ..adapters import KERNELS_HELP, Adapter, ExampleModel
 from .detect import is_mace_file
 
 
@@ -9,10 +9,10 @@ def is_mace_module(module) -> bool:
     return any(c.__module__.startswith("mace.") for c in type(module).__mro__)
 
 
-def convert(source, head=None, prune=True):
+def convert(source, head=None, prune=True, kernels=None):
     from .convert import convert_mace
 
-    return convert_mace(source, head=head, prune=prune)
+    return convert_mace(source, head=head, prune=prune, kernels=kernels)
 
 
 def describe(path, head=None):
@@ -62,7 +62,8 @@ ADAPTER = Adapter(
     original=original,
     options={"head": "multi-head MACE models: the head (default: the only head, else the one named 'default', "
                      "in any case); recorded in the converted model",
-             "prune": "pruned staged execution (default True); False emits the unpruned model"},
+             "prune": "pruned staged execution (default True); False emits the unpruned model",
+             "kernels": KERNELS_HELP},
     detect_module=is_mace_module,
     package="mace-torch",
     summary="MACE / ScaleShiftMACE .model",

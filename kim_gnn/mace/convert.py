@@ -381,10 +381,11 @@ def _head_readout(readout, kind: str, head: int, num_heads: int, dtype: torch.dt
 INTERACTION_PARTS = {"linear_up", "conv_tp_weights", "conv_tp", "linear", "skip_tp", "reshape"}
 
 
-def _receiver_interaction(block, kind: str):
+def _receiver_interaction(block, kind: str, kernels: str = "aten"):
     """The block as a ReceiverInteraction where it has exactly the parts that
     one reimplements the order of, else whole (still pruned, only not on
     receivers alone)."""
+    from ..aggregation import make_aggregation
     from .staged import ReceiverInteraction, WholeInteraction
 
     density = "Density" in kind
@@ -393,11 +394,12 @@ def _receiver_interaction(block, kind: str):
     if (kind not in SUPPORTED_INTERACTIONS or hasattr(block, "conv_fusion") or children != parts
             or not isinstance(getattr(block, "avg_num_neighbors", None), (int, float))):
         return WholeInteraction(block)
-    return ReceiverInteraction(block, residual="Residual" in kind, density=density)
+    return ReceiverInteraction(block, residual="Residual" in kind, density=density,
+                               aggregation=make_aggregation(kernels))
 
 
 def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module], head: Optional[str] = None,
-                 prune: bool = True):
+                 prune: bool = True, kernels: Optional[str] = None):
     """Convert a MACE or ScaleShiftMACE model (a ``.model`` file or the module
     itself) into a staged TorchScript model that follows the TorchML driver
     contract.
@@ -411,8 +413,17 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
     unpruned staged model (every layer on every particle of its graph, as
     the architectures' own LAMMPS paths compute on each rank).
+
+    ``kernels``: ``"aten"`` (default: aten ops only, runs with any torch) or
+    ``"kim_gnn"``: the pruned interactions and the ZBL term gather and sum
+    with the kim_gnn op library (``kim_gnn/kernels.py``; deterministic CSR
+    sums), which must be built, and loaded in any process that runs the model.
     """
+    from .. import kernels as kernel_lib
+    from ..aggregation import make_aggregation
     from .staged import StagedMACE, StagedZBL, WholeInteraction
+
+    kernels = kernel_lib.check_choice(kernels, prune)
 
     original, source_file, sha = _load_source(model_or_path)
     info = _info(original, head, source_file, sha)
@@ -422,7 +433,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     with default_dtype(dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = _copy_model(original).eval().to("cpu")  # a portable model is saved on the CPU
-        interactions = [_receiver_interaction(b, k) if prune else WholeInteraction(b)
+        interactions = [_receiver_interaction(b, k, kernels) if prune else WholeInteraction(b)
                         for b, k in zip(model.interactions, info.interactions)]
         receiver_only = sum(type(m).__name__ == "ReceiverInteraction" for m in interactions)
         readouts = [_head_readout(r, READOUT_KINDS[k], head_index, len(info.heads), dtype)
@@ -438,9 +449,11 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             atomic_numbers=model.atomic_numbers,
             head=head_index,
             model_dtype=dtype,
-            pair_repulsion=StagedZBL(model.pair_repulsion_fn) if info.pair_repulsion else None,
+            pair_repulsion=(StagedZBL(model.pair_repulsion_fn, make_aggregation(kernels))
+                            if info.pair_repulsion else None),
             scale_shift=model.scale_shift if info.model_class == "ScaleShiftMACE" else None,
             prune=bool(prune),
+            sort_by_receiver=kernels == kernel_lib.KIM_GNN,
         )
         try:
             from e3nn.util import jit as e3nn_jit
@@ -479,6 +492,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             "e3nn_version": getattr(e3nn, "__version__", ""),
             "pruned": "true" if prune else "false",
             "receiver_only_interactions": str(receiver_only),
+            "kernels": kernels,
         },
     )
     with default_dtype(dtype), warnings.catch_warnings():

@@ -33,6 +33,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from ..aggregation import AtenAggregation
 from ..pruning import PrunedStages, energies_of_contributing, scatter_to_particles
 
 
@@ -101,8 +102,10 @@ class StagedZBL(torch.nn.Module):
     """MACE's ZBL pair repulsion (0.3.x formula) on one graph, computed in
     the dtype of the edge lengths whatever torch's default dtype is."""
 
-    def __init__(self, zbl: torch.nn.Module):
+    def __init__(self, zbl: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
+        # sums the edge energies into receivers (kim_gnn/aggregation.py)
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
         self.register_buffer("c", zbl.c.detach().clone())
         self.register_buffer("p", zbl.p.detach().clone())
         self.register_buffer("covalent_radii", zbl.covalent_radii.detach().clone())
@@ -142,16 +145,8 @@ class StagedZBL(torch.nn.Module):
             - (p * (p + 1.0) / 2) * torch.pow(r, p + 2)
         ) * (x < r_max)
         v_edges = 0.5 * v_edges * envelope
-        out = torch.zeros((node_attrs.shape[0], 1), dtype=v_edges.dtype, device=v_edges.device)
-        out = out.index_add(0, receiver, v_edges)
+        out = self.aggregation.sum_by_receiver(v_edges, receiver, node_attrs.shape[0])
         return out.squeeze(-1)
-
-
-def _scatter_sum_rows(src: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """MACE's ``scatter_sum`` along dim 0 into ``num_rows`` rows."""
-    shape = [num_rows] + list(src.shape[1:])
-    expanded = index.view([-1] + [1] * (src.dim() - 1)).expand_as(src)
-    return torch.zeros(shape, dtype=src.dtype, device=src.device).scatter_add_(0, expanded, src)
 
 
 class WholeInteraction(torch.nn.Module):
@@ -200,14 +195,20 @@ class ReceiverInteraction(torch.nn.Module):
         m = scatter_sum(conv_tp(h[sender], edge_attrs, w), receiver)
         m = linear(m) / avg_num_neighbors            # density blocks: / (density + 1)
         m = skip_tp(m, attrs)                        # non-residual blocks
+
+    The gather ``h[sender]`` and the scatter sums are ``aggregation``'s
+    (``kim_gnn/aggregation.py``: aten, or the kim_gnn kernels on
+    receiver-sorted edges).
     """
 
     residual: bool
     density: bool
     avg_num_neighbors: float
 
-    def __init__(self, block: torch.nn.Module, residual: bool, density: bool):
+    def __init__(self, block: torch.nn.Module, residual: bool, density: bool,
+                 aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
         self.linear_up = block.linear_up
         self.conv_tp_weights = block.conv_tp_weights
         self.conv_tp = block.conv_tp
@@ -239,14 +240,16 @@ class ReceiverInteraction(torch.nn.Module):
         tp_weights = self.conv_tp_weights(edge_feats)
         if cutoff is not None:
             tp_weights = tp_weights * cutoff
+        sender = edge_index[0]
         receiver = edge_index[1]
-        mji = self.conv_tp(h[edge_index[0]], edge_attrs, tp_weights)
-        message = _scatter_sum_rows(mji, receiver, num_out)
+        plan = self.aggregation.plan(sender, receiver, node_feats.shape[0], num_out)
+        mji = self.conv_tp(self.aggregation.gather(h, sender, plan), edge_attrs, tp_weights)
+        message = self.aggregation.scatter(mji, receiver, num_out, plan)
         if self.density:
             edge_density = torch.tanh(self.density_fn(edge_feats) ** 2)
             if cutoff is not None:
                 edge_density = edge_density * cutoff
-            density = _scatter_sum_rows(edge_density, receiver, num_out)
+            density = self.aggregation.scatter(edge_density, receiver, num_out, plan)
             message = self.linear(message) / (density + 1)
         else:
             message = self.linear(message) / self.avg_num_neighbors
@@ -279,11 +282,13 @@ class StagedMACE(torch.nn.Module):
         pair_repulsion: Optional[torch.nn.Module] = None,
         scale_shift: Optional[torch.nn.Module] = None,
         prune: bool = True,
+        sort_by_receiver: bool = False,
     ):
         super().__init__()
         self.prune = prune
         # MACE sends along edge_index[0] -> edge_index[1]: the receiver is row 1.
-        self.stages = PrunedStages(receiver_row=1)
+        # (sorted by receiver for the kim_gnn kernels' CSR sums)
+        self.stages = PrunedStages(receiver_row=1, sort_by_receiver=sort_by_receiver)
         self.atomic_energies_fn = atomic_energies_fn
         self.node_embedding = node_embedding
         self.spherical_harmonics = spherical_harmonics

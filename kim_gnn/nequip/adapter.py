@@ -2,7 +2,7 @@
 torch are imported only when a function runs)."""
 
 
-from ..adapters import Adapter, ExampleModel, zip_names
+from ..adapters import KERNELS_HELP, Adapter, ExampleModel, zip_names
 
 PRUNE_HELP = ("pruned staged execution (default True); False emits the unpruned model, all layers on every "
               "particle out to the influence distance")
@@ -57,7 +57,7 @@ ADAPTER = Adapter(
     convert=convert,
     describe=describe,
     original=original,
-    options={"prune": PRUNE_HELP},
+    options={"prune": PRUNE_HELP, "kernels": KERNELS_HELP},
     package="nequip",
     summary="NequIP 0.5/0.6 deployed.pth",
     exports={"convert_nequip": "kim_gnn.nequip:convert_nequip"},

@@ -308,7 +308,7 @@ def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
     )
 
 
-def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
+def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None) -> torch.jit.ScriptModule:
     """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
     model that follows the TorchML driver contract.
 
@@ -319,15 +319,24 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
     ``prune`` (default): the model computes only what reaches a contributing
     atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
     unpruned staged model (every layer on every particle of its graph).
+
+    ``kernels``: ``"aten"`` (default: aten ops only, runs with any torch) or
+    ``"kim_gnn"``: the pruned layers gather and sum with the kim_gnn op
+    library (``kim_gnn/kernels.py``; deterministic CSR sums), which must be
+    built, and loaded in any process that runs the model.
     """
+    from .. import kernels as kernel_lib
+    from ..aggregation import make_aggregation
+
+    kernels = kernel_lib.check_choice(kernels, prune)
     path = os.fspath(path)
     module, metadata = load_deployed(path)
     info = _info(path, module, metadata)
     func, rescales, _ = _unwrap(module)
     node_encoders, edge_encoders, layers, readout, energy_field, pair_styles = _split_network(func)
     scales, shifts = _rescale_factors(rescales, energy_field)
-    wrapped = [ReceiverLayer(layer) if prune and _receiver_layer_applies(layer) else WholeLayer(layer)
-               for layer in layers]
+    wrapped = [ReceiverLayer(layer, make_aggregation(kernels)) if prune and _receiver_layer_applies(layer)
+               else WholeLayer(layer) for layer in layers]
 
     staged = StagedNequIP(
         node_encoders=node_encoders,
@@ -340,6 +349,7 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
         model_dtype=info.model_dtype,
         readout_is_pair=[_original_name(m) in PAIR_POTENTIALS for m in readout],
         prune=bool(prune),
+        sort_by_receiver=kernels == kernel_lib.KIM_GNN,
     )
     spec = StagedModelSpec(
         species=info.species,
@@ -359,6 +369,7 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
             "e3nn_version": metadata.get("e3nn_version", ""),
             "pruned": "true" if prune else "false",
             "receiver_only_layers": str(sum(isinstance(w, ReceiverLayer) for w in wrapped)),
+            "kernels": kernels,
         },
     )
     return contract.script_staged(staged, spec, "NequIP")

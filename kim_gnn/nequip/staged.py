@@ -21,10 +21,11 @@ first ``n_{k+1}`` particles with the edges into the first ``n_k``
 """
 
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
+from ..aggregation import AtenAggregation
 from ..pruning import PrunedStages, energies_of_contributing, scatter_to_particles
 
 
@@ -52,7 +53,9 @@ class ReceiverLayer(torch.nn.Module):
         m = scatter_sum(tp(linear_1(x)[sender], edge_attrs, fc(edge_embedding)) / sqrt(avg_num_neighbors), receiver)
         y = gate(linear_2(m) + sc) (+ x if resnet)
 
-    Only ``linear_1`` (and the edge work) needs the senders.
+    Only ``linear_1`` (and the edge work) needs the senders. The gather and
+    the scatter sum are ``aggregation``'s (``kim_gnn/aggregation.py``: aten,
+    or the kim_gnn kernels on receiver-sorted edges).
     """
 
     has_sc: bool
@@ -60,8 +63,9 @@ class ReceiverLayer(torch.nn.Module):
     has_avg: bool
     avg_num_neighbors: float
 
-    def __init__(self, layer: torch.nn.Module):
+    def __init__(self, layer: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
         conv = layer.conv
         self.fc = conv.fc
         self.linear_1 = conv.linear_1
@@ -87,15 +91,13 @@ class ReceiverLayer(torch.nn.Module):
         sc = x_out
         if self.has_sc:
             sc = self.sc(x_out, data["node_attrs"][:num_out])
+        plan = self.aggregation.plan(edge_src, edge_dst, x.shape[0], num_out)
         h = self.linear_1(x)
-        edge_features = self.tp(h[edge_src], data["edge_attrs"], weight)
+        edge_features = self.tp(self.aggregation.gather(h, edge_src, plan), data["edge_attrs"], weight)
         if self.has_avg:
             edge_features = edge_features.div(self.avg_num_neighbors**0.5)
         # torch_runstats' scatter sum, into num_out rows
-        index = edge_dst.unsqueeze(-1).expand_as(edge_features)
-        aggregated = torch.zeros(
-            (num_out, edge_features.shape[1]), dtype=edge_features.dtype, device=edge_features.device
-        ).scatter_add_(0, index, edge_features)
+        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, plan)
         y = self.linear_2(aggregated)
         if self.has_sc:
             y = y + sc
@@ -124,11 +126,13 @@ class StagedNequIP(torch.nn.Module):
         model_dtype: torch.dtype,
         readout_is_pair: List[bool] = (),
         prune: bool = True,
+        sort_by_receiver: bool = False,
     ):
         super().__init__()
         self.prune = prune
         # NequIP: edge_index[0] is the center (receiver), edge_index[1] the neighbor.
-        self.stages = PrunedStages(receiver_row=0)
+        # (sorted by receiver for the kim_gnn kernels' CSR sums)
+        self.stages = PrunedStages(receiver_row=0, sort_by_receiver=sort_by_receiver)
         self.readout_is_pair = [bool(p) for p in readout_is_pair] or [False] * len(readout)
         if len(self.readout_is_pair) != len(readout):
             raise ValueError("readout_is_pair must flag every readout module")

@@ -16,18 +16,23 @@ def is_modern(source) -> bool:
     return is_modern_module(source)
 
 
-def convert_nequip(source, type_map=None, prune=True):
+def convert_nequip(source, type_map=None, prune=True, kernels=None):
     """Convert a NequIP model into a staged TorchScript model that follows the
     TorchML driver contract: a 0.5/0.6 ``deployed.pth``, or a nequip >= 0.7
     (0.19) ``.nequip.zip`` / ``.ckpt`` / compiled ``.nequip.pth`` / in-memory
     ``GraphModel``, NequIP or Allegro. ``type_map`` (element -> type name)
     applies to nequip >= 0.7 models only; ``prune`` (pruned staged execution,
-    the default) to 0.5/0.6 models only (nequip >= 0.7 models are converted
-    unpruned for now)."""
+    the default) and ``kernels`` ("aten", the default, or "kim_gnn": the
+    deterministic CSR kernels of ``kim_gnn/kernels.py``) to 0.5/0.6 models
+    only (nequip >= 0.7 models are converted unpruned and aten-only for now)."""
     from ..errors import KimGnnError
 
     if is_modern(source):
         from .convert import convert_nequip_modern
+
+        if kernels not in (None, "aten"):
+            raise KimGnnError("kernels='kim_gnn' (--kernels kim_gnn) applies to NequIP 0.5/0.6 and MACE models; "
+                              "nequip >= 0.7 models are converted aten-only for now")
 
         return convert_nequip_modern(source, type_map=type_map)
     if type_map is not None:
@@ -41,4 +46,4 @@ def convert_nequip(source, type_map=None, prune=True):
         )
     from ..nequip.convert import convert_nequip as convert_nequip_legacy
 
-    return convert_nequip_legacy(source, prune=prune)
+    return convert_nequip_legacy(source, prune=prune, kernels=kernels)

@@ -48,3 +48,18 @@ def test_info_convert_verify_with_a_type_map(modern_models, tmp_path):
 
     code, out, err = run_cli("convert", compiled, "-o", tmp_path / "X__MO_000000000000_000", "--head", "default")
     assert code == 2 and "--head" in err
+
+
+def test_kernels_are_refused_for_modern_models(modern_models, tmp_path):
+    """--kernels kim_gnn applies to NequIP 0.5/0.6 and MACE; --kernels aten is the default and accepted."""
+    compiled = modern_models.compiled(species=("Si",), num_layers=1, seed=3)
+    code, out, err = run_cli("convert", compiled, "-o", tmp_path / "K__MO_000000000000_000", "--kernels", "kim_gnn")
+    assert code == 2 and "--kernels" in err and "nequip-modern" in err and "Traceback" not in err
+    assert not (tmp_path / "K__MO_000000000000_000").exists()
+    code, out, err = run_cli("convert", compiled, "-o", tmp_path / "A__MO_000000000000_000", "--kernels", "aten", "-q")
+    assert code == 0, err
+    from kim_gnn.nequip import convert_nequip
+    from kim_gnn.errors import KimGnnError
+
+    with pytest.raises(KimGnnError, match="nequip >= 0.7 models are converted aten-only"):
+        convert_nequip(compiled, kernels="kim_gnn")

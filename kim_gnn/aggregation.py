@@ -1,0 +1,78 @@
+"""How a staged layer gathers sender features and sums messages into receivers.
+
+Two interchangeable TorchScript modules with the same methods, chosen at
+conversion time (``kernels="aten"`` or ``"kim_gnn"``):
+
+* ``AtenAggregation``: ``x[senders]`` and ``scatter_add_`` (aten only: the
+  default, portable to the stock driver);
+* ``KernelAggregation``: the kim_gnn op library (``csrc/``,
+  ``kim_gnn/kernels.py``): ``kim_gnn::gather`` and ``kim_gnn::segment_sum``,
+  whose sums run in a fixed order (bit-identical across calls, threads and
+  on the GPU). It needs the edges sorted by receiver (``PrunedStages`` with
+  ``sort_by_receiver``); ``plan`` computes, from the edges alone, the
+  receivers' CSR row pointer and the senders' sorting permutation and row
+  pointer (for the deterministic backward of the gather).
+
+A layer calls ``plan`` once per graph, then ``gather`` and ``scatter`` with
+that plan. A model holds only the class it was converted with, so an aten
+model never names a kim_gnn op.
+"""
+
+from typing import List
+
+import torch
+
+
+class AtenAggregation(torch.nn.Module):
+    def plan(self, senders: torch.Tensor, receivers: torch.Tensor, num_in: int, num_out: int) -> List[torch.Tensor]:
+        return []
+
+    def gather(self, x: torch.Tensor, senders: torch.Tensor, plan: List[torch.Tensor]) -> torch.Tensor:
+        return x[senders]
+
+    def scatter(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int,
+                plan: List[torch.Tensor]) -> torch.Tensor:
+        shape = [num_out] + list(values.shape[1:])
+        index = receivers.view([-1] + [1] * (values.dim() - 1)).expand_as(values)
+        return torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_add_(0, index, values)
+
+    def sum_by_receiver(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int) -> torch.Tensor:
+        """Sum over receivers without a plan (values [E, ...])."""
+        shape = [num_out] + list(values.shape[1:])
+        return torch.zeros(shape, dtype=values.dtype, device=values.device).index_add(0, receivers, values)
+
+
+class KernelAggregation(torch.nn.Module):
+    def plan(self, senders: torch.Tensor, receivers: torch.Tensor, num_in: int, num_out: int) -> List[torch.Tensor]:
+        """[receiver row pointer (num_out + 1), sender sorting permutation (E),
+        sender row pointer (num_in + 1)]; receivers must be sorted."""
+        receivers = receivers.contiguous()
+        ptr_out = torch.searchsorted(
+            receivers, torch.arange(num_out + 1, dtype=receivers.dtype, device=receivers.device)
+        )
+        perm = torch.argsort(senders, stable=True)
+        ptr_in = torch.searchsorted(
+            senders.index_select(0, perm).contiguous(),
+            torch.arange(num_in + 1, dtype=senders.dtype, device=senders.device),
+        )
+        return [ptr_out, perm, ptr_in]
+
+    def gather(self, x: torch.Tensor, senders: torch.Tensor, plan: List[torch.Tensor]) -> torch.Tensor:
+        return torch.ops.kim_gnn.gather(x, senders, plan[1], plan[2])
+
+    def scatter(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int,
+                plan: List[torch.Tensor]) -> torch.Tensor:
+        return torch.ops.kim_gnn.segment_sum(values, plan[0])
+
+    def sum_by_receiver(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int) -> torch.Tensor:
+        """Sum over (sorted) receivers without a plan (values [E, ...])."""
+        receivers = receivers.contiguous()
+        ptr = torch.searchsorted(receivers, torch.arange(num_out + 1, dtype=receivers.dtype, device=receivers.device))
+        return torch.ops.kim_gnn.segment_sum(values, ptr)
+
+
+def make_aggregation(kernels: str) -> torch.nn.Module:
+    """The aggregation module of a kernels choice ('aten' or 'kim_gnn')."""
+    if kernels == "kim_gnn":
+        return KernelAggregation()
+    return AtenAggregation()
