@@ -130,6 +130,8 @@ def assert_matches(got, expected, n_atoms, label, tol=TOL, stress_tol=None):
     pressure = -np.trace(expected.stress) / 3.0 * NKTV2P_METAL
     assert abs(got.pressure_bar - pressure) <= limit * NKTV2P_METAL, (
         f"{label}: pressure {got.pressure_bar!r} bar vs {pressure!r} bar")
+    print(f"{label}: |dE| {abs(got.energy - expected.energy):.2e} eV, max|dF| {df:.2e} eV/A, "
+          f"max|dS| {ds:.2e} eV/A^3, |dP| {abs(got.pressure_bar - pressure):.2e} bar, LAMMPS {got.seconds:.1f} s")
 
 
 def nve_drift(run, n_atoms):
@@ -183,3 +185,89 @@ def test_harness_on_a_known_good_model_matches_ase(ase_kim_sw, sw_model, nprocs,
     for name, atoms in structures(("Si",)).items():
         got = run_lammps(atoms, sw_model, ["Si"], tmp_path / name, nprocs=nprocs)
         assert_matches(got, ase_kim_sw(atoms), len(atoms), f"SW {name} on {nprocs} rank(s)")
+
+
+# --- kim-gnn's converted models through kim-gnn's driver -----------------------
+
+#: Seeded float64 models of both legacy architectures, two species, two
+#: message-passing layers (influence distance 2 x 3.5 A); MACE with its ZBL term.
+MODELS = {
+    "nequip": dict(species=SPECIES, num_layers=2, r_max=3.5),
+    "mace": dict(species=SPECIES, num_interactions=2, r_max=3.5, zbl=True),
+}
+
+
+class E2EModel:
+    """A converted model installed in the session's KIM collection, with
+    its original periodic model and the original's results per structure."""
+
+    def __init__(self, architecture, source, staged, item, env):
+        from kim_gnn.adapters import detect_adapter
+        from kim_gnn.contract import spec_of_module
+
+        self.architecture = architecture
+        self.item = item
+        self.env = env
+        self.spec = spec_of_module(staged)
+        self.species = list(self.spec.species)
+        self._original = detect_adapter(source).original(source, self.spec)
+        self._expected = {}
+
+    def expected(self, name, atoms):
+        """The original model on the periodic structure (ASE units and signs)."""
+        if name not in self._expected:
+            r = self._original.evaluate(atoms)
+            assert r.stress is not None, f"the original {self.architecture} model gives no stress"
+            self._expected[name] = r
+        return self._expected[name]
+
+
+@pytest.fixture(scope="session", params=list(MODELS))
+def e2e_model(request, lammps):
+    architecture = request.param
+    options = MODELS[architecture]
+    if architecture == "mace":
+        from kim_gnn.mace import convert_mace
+
+        source = request.getfixturevalue("mace_models").model(**options)
+        staged = convert_mace(source)
+    else:
+        from kim_gnn.nequip import convert_nequip
+
+        source = request.getfixturevalue("nequip_models").deployed(**options)
+        staged = convert_nequip(source)
+    collection = request.getfixturevalue("kim_collection")
+    item = collection.install_model(staged, f"SiC_{architecture.upper()}_E2E__MO_000000000000_000")
+    return E2EModel(architecture, source, staged, item, collection.env)
+
+
+STRUCTURES = structures(SPECIES)
+
+
+@pytest.mark.parametrize("nprocs", RANKS)
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+def test_lammps_run0_equals_the_original_model(e2e_model, structure, nprocs, request, tmp_path):
+    """LAMMPS `run 0` through kim-gnn's driver on 1, 2 and 4 MPI ranks: energy,
+    forces, pressure (scalar and tensor) and compute pe/atom equal the
+    original periodic model to 1e-9."""
+    ranks_needing(nprocs, request)
+    atoms = STRUCTURES[structure]
+    expected = e2e_model.expected(structure, atoms)
+    got = run_lammps(atoms, e2e_model.item, e2e_model.species, tmp_path, nprocs=nprocs, env=e2e_model.env)
+    assert_matches(got, expected, len(atoms), f"{e2e_model.architecture} {structure} on {nprocs} rank(s)")
+
+
+def test_lammps_nve_conserves_energy(e2e_model, request, tmp_path):
+    """200 steps of NVE (1 fs, 300 K, seeded velocities) on 2 MPI ranks,
+    atoms crossing between the ranks' domains: total energy drift below
+    1e-4 eV/atom."""
+    request.getfixturevalue("mpirun")
+    atoms = STRUCTURES["bulk_rattled"]
+    run = run_lammps(atoms, e2e_model.item, e2e_model.species, tmp_path, nprocs=2, env=e2e_model.env,
+                     nve_steps=NVE_STEPS, timestep_ps=0.001, temperature=300.0, thermo_every=10)
+    drift, etotal = nve_drift(run, len(atoms))
+    temperatures = [row["Temp"] for row in run.thermo]
+    assert max(temperatures) > 50.0, f"the atoms did not move (T = {temperatures})"
+    print(f"{e2e_model.architecture}: NVE drift {drift:.2e} eV/atom over {NVE_STEPS} steps, "
+          f"T {min(temperatures):.0f}..{max(temperatures):.0f} K, LAMMPS {run.seconds:.1f} s")
+    assert drift < NVE_DRIFT, f"{e2e_model.architecture}: NVE drift {drift:.3g} eV/atom over {NVE_STEPS} steps: {etotal}"
