@@ -54,9 +54,11 @@ TIMEOUT = 300
 class LammpsError(RuntimeError):
     """LAMMPS exited with an error; ``output`` holds its log/screen tail."""
 
-    def __init__(self, message: str, output: str = ""):
+    def __init__(self, message: str, output: str = "", returncode: Optional[int] = None, log: str = ""):
         super().__init__(message + ("\n" + output[-6000:] if output else ""))
         self.output = output
+        self.returncode = returncode
+        self.log = log
 
 
 def lammps_executable() -> Optional[str]:
@@ -250,7 +252,7 @@ def run_lammps(atoms, model: str, species: Sequence[str], workdir, *, nprocs: in
     log = _log_text(workdir)
     if proc.returncode != 0 or "ERROR" in log:
         raise LammpsError(f"LAMMPS on {nprocs} rank(s) exited with {proc.returncode} ({' '.join(cmd)} in {workdir})",
-                          proc.stdout + "\n--- log.lammps ---\n" + log)
+                          proc.stdout + "\n--- log.lammps ---\n" + log, proc.returncode, log)
     thermo = _thermo_tables(log)
     if not thermo:
         raise LammpsError("no thermo output in the LAMMPS log", log)

@@ -253,7 +253,10 @@ def test_lammps_run0_equals_the_original_model(e2e_model, structure, nprocs, req
     ranks_needing(nprocs, request)
     atoms = STRUCTURES[structure]
     expected = e2e_model.expected(structure, atoms)
-    got = run_lammps(atoms, e2e_model.item, e2e_model.species, tmp_path, nprocs=nprocs, env=e2e_model.env)
+    # LAMMPS atom types in the model's element order, except on the triclinic
+    # cell: there type 1 is the model's last element (kim interactions C Si).
+    species = e2e_model.species[::-1] if structure == "triclinic_rotated" else e2e_model.species
+    got = run_lammps(atoms, e2e_model.item, species, tmp_path, nprocs=nprocs, env=e2e_model.env)
     assert_matches(got, expected, len(atoms), f"{e2e_model.architecture} {structure} on {nprocs} rank(s)")
 
 
@@ -271,3 +274,76 @@ def test_lammps_nve_conserves_energy(e2e_model, request, tmp_path):
     print(f"{e2e_model.architecture}: NVE drift {drift:.2e} eV/atom over {NVE_STEPS} steps, "
           f"T {min(temperatures):.0f}..{max(temperatures):.0f} K, LAMMPS {run.seconds:.1f} s")
     assert drift < NVE_DRIFT, f"{e2e_model.architecture}: NVE drift {drift:.3g} eV/atom over {NVE_STEPS} steps: {etotal}"
+
+
+# --- a model that fails inside TorchScript ---------------------------------------
+
+FAILING_MESSAGE = "kim-gnn e2e test: this model always fails"
+
+
+def _failing_model(path):
+    """A TorchScript model of the contract's signature (2 layers) that raises
+    in every call."""
+    import torch
+
+    class Failing(torch.nn.Module):
+        def forward(self, species, coordinates, edge_index_0, edge_index_1, contributions):
+            if coordinates.shape[0] >= 0:
+                raise RuntimeError("kim-gnn e2e test: this model always fails")  # FAILING_MESSAGE
+            return coordinates.sum(dim=1)
+
+    torch.jit.script(Failing()).save(str(path))
+    return path
+
+
+FAILING_PARAM = """\
+# Number of elements and their symbols
+1
+Si
+
+# Preprocessing
+Graph
+
+# Cutoff (Angstrom), then number of message-passing layers
+3.5
+2
+
+# TorchScript file name
+model.pt
+
+# Does the model return forces?
+False
+
+# Number of model inputs: species, coordinates, L graphs, contributions
+5
+
+# Descriptor
+None
+"""
+
+
+@pytest.fixture(scope="session")
+def failing_item(lammps, request, tmp_path_factory):
+    collection = request.getfixturevalue("kim_collection")
+    model = _failing_model(tmp_path_factory.mktemp("failing-model") / "failing.pt")
+    item = collection.install_item(collection.write_item(model, "Si_KimGnnFailing__MO_000000000000_000",
+                                                         param_text=FAILING_PARAM))
+    return item, collection.env
+
+
+@pytest.mark.parametrize("nprocs", (1, 2))
+def test_lammps_reports_a_model_that_fails_inside_torchscript(failing_item, nprocs, request, tmp_path):
+    """The driver turns the TorchScript exception into a KIM error: LAMMPS
+    stops with an ERROR line and exit code, the KIM log names the model's
+    message; no rank crashes on a signal."""
+    ranks_needing(nprocs, request)
+    item, env = failing_item
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    with pytest.raises(LammpsError) as failure:
+        run_lammps(atoms, item, ["Si"], tmp_path / "run", nprocs=nprocs, env=env)
+    error = failure.value
+    assert error.returncode is not None and error.returncode > 0, f"LAMMPS ended on a signal:\n{error}"
+    assert "signal" not in error.output.lower() and "core dumped" not in error.output.lower(), str(error)
+    assert "ERROR" in error.log, str(error)
+    kim_log = (tmp_path / "run" / "kim.log")
+    assert kim_log.exists() and FAILING_MESSAGE in kim_log.read_text(errors="replace"), str(error)
