@@ -96,6 +96,9 @@ if [ "$wheel_only" = yes ]; then
     exit 0
 fi
 step "installing $wheel into .venv"
-.venv/bin/python -m pip --disable-pip-version-check install --quiet "$wheel"
+if ! .venv/bin/python -m pip --disable-pip-version-check install --quiet "$wheel"; then
+    rm -f "$wheel"
+    die "installing $wheel failed; the wheel was removed, run this script again to rebuild it"
+fi
 has_kimpy .venv/bin/python || die "kimpy $KIMPY_VERSION still does not import from .venv"
 step "ready: kimpy $(.venv/bin/python -c 'import kimpy; print(kimpy.__version__)') in .venv"
