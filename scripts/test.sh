@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up everything (both Python environments, KIM API stack) and run the test
-# suite: tests/ in .venv, then the nequip >= 0.7 tests in .venv-modern.
+# Set up everything (KIM API stack with LAMMPS and Open MPI, both Python
+# environments, kimpy) and run the test suite: tests/ in .venv, then the
+# end-to-end tests (tests/kim_e2e: KIM API, ASE, LAMMPS under MPI) in .venv,
+# then the nequip >= 0.7 tests in .venv-modern.
 #
 #   bash scripts/test.sh                 # everything (what CI runs)
 #   bash scripts/test.sh -m "not slow"   # quick subset: no model matrices
