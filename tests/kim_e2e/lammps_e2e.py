@@ -40,7 +40,8 @@ OPENMPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
     "OMPI_MCA_rmaps_base_oversubscribe": "1",
-    "OMPI_MCA_plm_rsh_agent": "",
+    "OMPI_MCA_mpi_yield_when_idle": "1",  # waiting ranks give their core to the others (4 ranks, 2 cores)
+    "OMPI_MCA_plm_rsh_agent": "false",  # one node: no ssh/rsh is ever started (none need be installed)
     # One thread per rank: ranks x threads must not exceed the cores much,
     # or torch's intra-op threads stall each other.
     "OMP_NUM_THREADS": "1",
