@@ -190,10 +190,11 @@ def ase_kim_sw(sw_model):
 
 
 @pytest.mark.parametrize("nprocs", RANKS)
-def test_harness_on_a_known_good_model_matches_ase(ase_kim_sw, sw_model, nprocs, request, tmp_path):
+def test_harness_on_a_known_good_model_matches_ase(ase_kim_sw, sw_model, nprocs, request, tmp_path, monkeypatch):
     """LAMMPS (rotated triclinic cells, MPI, units) == ASE's KIM calculator
     for Stillinger-Weber Si: checks the harness, not kim-gnn."""
     ranks_needing(nprocs, request)
+    monkeypatch.chdir(tmp_path)  # the KIM API writes kim.log into the current directory
     for name, atoms in structures(("Si",)).items():
         got = run_lammps(atoms, sw_model, ["Si"], tmp_path / name, nprocs=nprocs)
         assert_matches(got, ase_kim_sw(atoms), len(atoms), f"SW {name} on {nprocs} rank(s)")
