@@ -155,13 +155,14 @@ def nve_drift(run, n_atoms):
 # --- the harness on a known-good KIM model (no kim-gnn involved) --------------
 
 @pytest.fixture(scope="session")
-def sw_model(lammps):
+def sw_model(lammps, tmp_path_factory):
     """Debian's Stillinger-Weber Si (openkim-models), in the system collection."""
     import subprocess
 
     try:
         listing = subprocess.run(["kim-api-collections-management", "list"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, timeout=60).stdout
+                                 stderr=subprocess.STDOUT, text=True, timeout=60,
+                                 cwd=tmp_path_factory.mktemp("kim-list")).stdout  # it writes kim.log there
     except (OSError, subprocess.TimeoutExpired) as exc:
         unavailable(f"kim-api-collections-management does not run ({exc})")
     if SW_MODEL not in listing:
