@@ -19,6 +19,7 @@ Tests that cannot run skip and say why; with ``KIM_GNN_E2E_REQUIRED=1``
 (scripts/test.sh as root, i.e. CI) a missing component fails them instead.
 """
 
+import gc
 import os
 
 import numpy as np
@@ -184,8 +185,11 @@ def ase_kim_sw(sw_model):
         a = atoms.copy()
         a.calc = KIM(sw_model)
         stress = a.get_stress(voigt=False) if all(a.pbc) else None
-        return OriginalResult(energy=a.get_potential_energy(), energies=None,  # ASE KIM: no per-atom energies
-                              forces=a.get_forces(), stress=stress)
+        result = OriginalResult(energy=a.get_potential_energy(), energies=None,  # ASE KIM: no per-atom energies
+                                forces=a.get_forces(), stress=stress)
+        a.calc = None
+        gc.collect()  # the KIM model logs its destruction into ./kim.log: now, in the test's directory
+        return result
 
     return evaluate
 
