@@ -199,7 +199,7 @@ def driver_side(atoms, env, args, workdir: Path) -> dict:
         "lammps_pair_per_step_s": float(pair.group(1)) / steps if pair else None,
         "lammps_loop_per_step_s": float(loop.group(1)) / steps if loop else None,
         "lammps_wall_s": wall,
-        "energy": float(lammps_e2e._thermo_tables(log)[0]["PotEng"]),
+        "energy": float(lammps_e2e.thermo_tables(log)[0]["PotEng"]),
     }
 
 

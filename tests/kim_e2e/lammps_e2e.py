@@ -191,7 +191,7 @@ def input_script(model: str, species: Sequence[str], atoms, *, nve_steps: int = 
     return "\n".join(lines) + "\n"
 
 
-def _thermo_tables(log: str) -> List[Dict[str, float]]:
+def thermo_tables(log: str) -> List[Dict[str, float]]:
     """Rows of every thermo table in a LAMMPS log (header 'Step ...' to 'Loop time')."""
     rows: List[Dict[str, float]] = []
     header = None
@@ -201,6 +201,8 @@ def _thermo_tables(log: str) -> List[Dict[str, float]]:
             header = words
             continue
         if header is not None:
+            if line.startswith("WARNING"):
+                continue  # LAMMPS may warn in the middle of a thermo table
             if line.startswith("Loop time") or len(words) != len(header):
                 header = None
                 continue
@@ -254,7 +256,7 @@ def run_lammps(atoms, model: str, species: Sequence[str], workdir, *, nprocs: in
     if proc.returncode != 0 or "ERROR" in log:
         raise LammpsError(f"LAMMPS on {nprocs} rank(s) exited with {proc.returncode} ({' '.join(cmd)} in {workdir})",
                           proc.stdout + "\n--- log.lammps ---\n" + log, proc.returncode, log)
-    thermo = _thermo_tables(log)
+    thermo = thermo_tables(log)
     if not thermo:
         raise LammpsError("no thermo output in the LAMMPS log", log)
     first = thermo[0]
