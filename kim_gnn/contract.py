@@ -19,6 +19,11 @@ from .errors import KimGnnError
 #: Name of the published OpenKIM TorchML model driver.
 DEFAULT_DRIVER_NAME = "TorchML__MD_173118614730_000"
 
+#: Name of kim-gnn's own KIM model driver (``csrc/driver``, installed by
+#: ``kim-gnn install-driver``): it runs the same portable-model directories;
+#: ``kim-gnn convert --driver-name KimGnn__MD_000000000000_000`` names it.
+KIM_GNN_DRIVER_NAME = "KimGnn__MD_000000000000_000"
+
 #: dtypes of the driver's inputs (species, coordinates, edge_index_k,
 #: contributions) and of every output tensor, by torch dtype name. The
 #: ``torch.dtype`` objects are the module attributes ``SPECIES_DTYPE``,
