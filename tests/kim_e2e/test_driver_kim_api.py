@@ -169,8 +169,8 @@ RUN_IN_FRESH_PROCESS = textwrap.dedent("""\
     from ase.io import read
     from ase.calculators.kim import KIM
     atoms = read(sys.argv[2])
-    atoms.calc = KIM(sys.argv[1], options={"release_GIL": True})
     try:
+        atoms.calc = KIM(sys.argv[1], options={"release_GIL": True})
         out = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces().tolist()}
     except Exception as exc:
         out = {"error": type(exc).__name__ + ": " + str(exc)}
@@ -433,3 +433,85 @@ def test_ops_library_that_cannot_be_loaded_is_a_kim_error(installed_models, kim_
     monkeypatch.setenv("KIM_GNN_OPS_LIBRARY", str(missing))
     _expect_kim_error(kim_log_dir, lambda: KIM(model.item, options={"release_GIL": True}),
                       f"cannot load the kim-gnn op library {missing}")
+
+
+# --- the op library: loaded before the model (dlopen) --------------------------
+
+TEST_OPS_SOURCE = r"""
+// A tiny torch op library like kim-gnn's own (TORCH_LIBRARY, libtorch only).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+at::Tensor scaled(at::Tensor const & x, double s) { return x * s; }
+
+TORCH_LIBRARY(kim_gnn_test, m) { m.def("scaled(Tensor x, float s) -> Tensor", &scaled); }
+"""
+
+
+@pytest.fixture(scope="session")
+def test_ops_library(tmp_path_factory):
+    """A small TORCH_LIBRARY op library built against the torch wheel (~20 s)."""
+    import torch.utils.cpp_extension as ext
+
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    root = tmp_path_factory.mktemp("test-ops")
+    (root / "ops.cpp").write_text(TEST_OPS_SOURCE)
+    library = root / "libkim_gnn_test_ops.so"
+    import torch
+
+    cmd = [compiler, "-shared", "-fPIC", "-O1", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    cmd += [f"-I{p}" for p in ext.include_paths()]
+    cmd += ["ops.cpp", "-o", str(library)]
+    cmd += [f"-L{p}" for p in ext.library_paths()] + ["-lc10", "-ltorch_cpu", "-ltorch"]
+    cmd += [f"-Wl,-rpath,{p}" for p in ext.library_paths()]
+    proc = subprocess.run(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return library
+
+
+@pytest.fixture(scope="session")
+def ops_model_item(kim_collection, test_ops_library, tmp_path_factory):
+    """A model whose forward calls the op library's op (scripted here, where it is loaded)."""
+    import torch
+
+    torch.ops.load_library(str(test_ops_library))
+    root = tmp_path_factory.mktemp("ops-model")
+    source = textwrap.dedent("""\
+        import torch
+
+        class UsesOps(torch.nn.Module):
+            def forward(self, species, coordinates, edge_index_0, contributions):
+                e = species.to(torch.float64) + 0.0 * coordinates[:, 0]
+                if edge_index_0.shape[1] > 0:
+                    d = coordinates[edge_index_0[1]] - coordinates[edge_index_0[0]]
+                    e = e.index_add(0, edge_index_0[0], 0.01 * (d * d).sum(dim=1))
+                e = torch.ops.kim_gnn_test.scaled(e, 2.0)
+                return torch.where(contributions == 0, e, torch.zeros_like(e))
+        """)
+    path = root / "uses_ops.py"
+    path.write_text(source)
+    import linecache
+
+    linecache.cache[str(path)] = (len(source), None, source.splitlines(True), str(path))
+    namespace = {}
+    exec(compile(source, str(path), "exec"), namespace)
+    pt = root / "uses_ops.pt"
+    torch.jit.script(namespace["UsesOps"]()).save(str(pt))
+    return kim_collection.install_model(pt, "Toy_uses_ops__MO_000000000000_000", param_text=_toy_param())
+
+
+def test_driver_loads_the_op_library_before_the_model(kim_collection, ops_model_item, test_ops_library, tmp_path):
+    """In a fresh process that never loaded the op library: KIM_GNN_OPS_LIBRARY
+    makes the driver dlopen it, and the model runs; without it the KIM error
+    says how to provide the ops."""
+    atoms = _two_atoms()
+    out, _ = run_fresh(kim_collection, ops_model_item, atoms, tmp_path, KIM_GNN_OPS_LIBRARY=str(test_ops_library))
+    assert out.get("energy") == pytest.approx(2.0 * (0 + 1 + 0.01 * 1.9 ** 2 * 2), abs=1e-12), out
+    np.testing.assert_allclose(out["forces"], [[2 * 0.04 * 1.9, 0, 0], [-2 * 0.04 * 1.9, 0, 0]], atol=1e-12)
+
+    out, stderr = run_fresh(kim_collection, ops_model_item, atoms, tmp_path)
+    assert "error" in out, out
+    assert "Unknown builtin op: kim_gnn_test::scaled" in stderr, stderr
+    assert "KIM_GNN_OPS_LIBRARY" in stderr and "custom torch ops that are not loaded" in stderr, stderr
