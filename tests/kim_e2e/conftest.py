@@ -11,9 +11,15 @@ subprocesses (LAMMPS, mpirun, a fresh Python). While the session runs,
 ``os.environ`` points the KIM API at the collection, so kimpy / ASE's
 ``KIM`` calculator in the test process find the items too.
 
-Building the driver compiles against libtorch's headers (1-3 minutes);
-``KIM_GNN_TEST_DRIVER_BUILD_DIR`` names a build directory kept between
-sessions, so that only changed sources are recompiled.
+``installed_models("nequip" | "mace")`` (session): a seeded two-species,
+two-layer float64 model converted and installed in that collection, with
+``.item`` (the KIM name), ``.original`` (the original model file),
+``.spec`` and ``.reference(atoms)`` (the original periodic model's result).
+
+Building the driver compiles against libtorch's headers (1-3 minutes), once
+per test run: pytest-xdist workers share one build directory (under a file
+lock). ``KIM_GNN_TEST_DRIVER_BUILD_DIR`` names a build directory kept
+between runs, so that only changed sources are recompiled.
 """
 
 import os
@@ -118,18 +124,34 @@ class KimCollection:
         return self._installed[item_name]
 
 
+def _driver_build_dir(tmp_path_factory) -> str:
+    """One build directory per test run, shared by pytest-xdist workers (the
+    first compiles, the others find it built), or KIM_GNN_TEST_DRIVER_BUILD_DIR."""
+    explicit = os.environ.get("KIM_GNN_TEST_DRIVER_BUILD_DIR")
+    if explicit:
+        return explicit
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    return str(base / "kim-gnn-driver-build")
+
+
 @pytest.fixture(scope="session")
 def kim_collection(tmp_path_factory):
     _require_kim_build_tools()
+    from filelock import FileLock
+
     from kim_gnn.kim_driver import install_driver
 
     collection = KimCollection(tmp_path_factory.mktemp("kim-collection"))
-    build_dir = os.environ.get("KIM_GNN_TEST_DRIVER_BUILD_DIR") or str(collection.root / "driver-build")
+    build_dir = _driver_build_dir(tmp_path_factory)
+    os.makedirs(os.path.dirname(os.path.abspath(build_dir)), exist_ok=True)
     patch = pytest.MonkeyPatch()
     for name, value in collection.kim_env.items():
         patch.setenv(name, value)
     try:
-        collection.driver_path = install_driver("environment", build_dir)
+        with FileLock(os.path.abspath(build_dir) + ".lock"):
+            collection.driver_path = install_driver("environment", build_dir)
     except BaseException:
         patch.undo()
         raise
@@ -143,3 +165,55 @@ def kim_log_dir(tmp_path, monkeypatch):
     current directory; returns the path of that log."""
     monkeypatch.chdir(tmp_path)
     return tmp_path / "kim.log"
+
+
+class InstalledModel:
+    """A seeded original model, its conversion, installed for kim-gnn's driver."""
+
+    def __init__(self, item, original, converted, spec):
+        self.item, self.original, self.converted, self.spec = item, original, converted, spec
+        self._reference = None
+
+    def reference(self, atoms):
+        """The original periodic model on ``atoms``: (OriginalResult, stress
+        tolerance or None for the default), with a finite-difference stress
+        where the original gives none (kim_gnn.harness)."""
+        from kim_gnn.adapters import detect_adapter
+        from kim_gnn.harness import _original_with_stress, tolerances_for
+
+        if self._reference is None:
+            self._reference = detect_adapter(self.original).original(self.original, self.spec)
+        return _original_with_stress(self._reference, atoms, self.spec.model_dtype,
+                                     tolerances_for(self.spec.model_dtype))
+
+
+#: The seeded models of the end-to-end tests: two species, two layers, float64.
+E2E_SPECIES = ("Si", "C")
+
+
+@pytest.fixture(scope="session")
+def installed_models(kim_collection, request):
+    """``installed_models("nequip" | "mace")``: a seeded two-species, two-layer
+    float64 model (NequIP 0.6; MACE with ZBL), converted and installed once
+    per session as ``SiC_<architecture>_KimGnnDriver__MO_000000000000_000``."""
+    cache = {}
+
+    def get(architecture):
+        if architecture not in cache:
+            from kim_gnn.executor import read_spec
+
+            if architecture == "nequip":
+                models = request.getfixturevalue("nequip_models")
+                options = dict(species=E2E_SPECIES, num_layers=2, r_max=4.0)
+                original, converted = models.deployed(**options), models.converted(**options)
+            elif architecture == "mace":
+                models = request.getfixturevalue("mace_models")
+                options = dict(species=E2E_SPECIES, num_interactions=2, r_max=3.5, zbl=True)
+                original, converted = models.model(**options), models.converted(**options)
+            else:
+                raise ValueError(f"no end-to-end model for {architecture!r}")
+            item = kim_collection.install_model(converted, f"SiC_{architecture}_KimGnnDriver__MO_000000000000_000")
+            cache[architecture] = InstalledModel(item, original, converted, read_spec(converted))
+        return cache[architecture]
+
+    return get

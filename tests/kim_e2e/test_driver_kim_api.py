@@ -25,7 +25,6 @@ from kim_gnn.structures import battery
 kimpy = pytest.importorskip("kimpy", reason="kimpy is not installed (pip install kimpy==2.1.4; needs libkim-api-dev)")
 from ase.calculators.kim import KIM  # noqa: E402
 
-SPECIES = ("Si", "C")
 TOL = 1e-9  # float64, relative to max(1, |value|)
 QUICK_CASES = {
     "nequip": ("rattled_bulk", "triclinic_alloy", "slab_vacuum", "single_atom"),
@@ -35,44 +34,7 @@ ALL_CASES = ("rattled_bulk", "triclinic_alloy", "strained", "primitive_small_cel
              "dimer_near_cutoff", "single_atom")
 
 
-# --- models ----------------------------------------------------------------
-
-class Installed:
-    def __init__(self, item, original, converted, spec):
-        self.item, self.original, self.converted, self.spec = item, original, converted, spec
-
-    def reference(self, atoms):
-        from kim_gnn.adapters import detect_adapter
-        from kim_gnn.harness import _original_with_stress, tolerances_for
-
-        if not hasattr(self, "_ref"):
-            self._ref = detect_adapter(self.original).original(self.original, self.spec)
-        return _original_with_stress(self._ref, atoms, self.spec.model_dtype, tolerances_for(self.spec.model_dtype))
-
-
-@pytest.fixture(scope="session")
-def installed_models(kim_collection, request):
-    cache = {}
-
-    def get(architecture):
-        if architecture not in cache:
-            from kim_gnn.executor import read_spec
-
-            if architecture == "nequip":
-                models = request.getfixturevalue("nequip_models")
-                original = models.deployed(species=SPECIES, num_layers=2, r_max=4.0)
-                converted = models.converted(species=SPECIES, num_layers=2, r_max=4.0)
-            else:
-                models = request.getfixturevalue("mace_models")
-                options = dict(species=SPECIES, num_interactions=2, r_max=3.5, zbl=True)
-                original = models.model(**options)
-                converted = models.converted(**options)
-            item = kim_collection.install_model(converted, f"SiC_{architecture}_KimGnnDriver__MO_000000000000_000")
-            cache[architecture] = Installed(item, original, converted, read_spec(converted))
-        return cache[architecture]
-
-    return get
-
+# --- models (installed_models: conftest.py) -------------------------------------
 
 def _case(name, spec):
     return next(c for c in battery(spec.species, spec.cutoff) if c.name == name)
