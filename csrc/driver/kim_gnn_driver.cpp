@@ -74,7 +74,14 @@ std::string FirstLines(std::string const & s, std::size_t maxLines = 3)
 // RuntimeError: ValueError: <message>"; pick the message out.
 std::string TorchMessage(std::exception const & exc)
 {
-  std::string const what = exc.what();
+  c10::Error const * const torchError = dynamic_cast<c10::Error const *>(&exc);
+  std::string const what
+      = torchError ? torchError->what_without_backtrace() : exc.what();
+  if (what.find("autograd engine was called while holding the GIL")
+      != std::string::npos)
+    return "the autograd engine was called while holding Python's GIL: in a "
+           "Python process that imported torch, create the calculator with "
+           "KIM(name, options={\"release_GIL\": True})";
   static char const * const markers[] = {"builtins.ValueError: ",
                                          "ValueError: ",
                                          "builtins.RuntimeError: ",
@@ -423,7 +430,10 @@ extern "C" int kim_gnn_model_driver_create(
     }
     catch (std::exception const & exc)
     {
-      std::string const what = exc.what();
+      c10::Error const * const torchError
+          = dynamic_cast<c10::Error const *>(&exc);
+      std::string const what
+          = torchError ? torchError->what_without_backtrace() : exc.what();
       return CreateFailed(modelDriverCreate,
                           driver,
                           "cannot load the TorchScript model " + modelPath
@@ -813,8 +823,8 @@ std::string KimGnnDriver::Run(KIM::ModelComputeArguments const * const arguments
   }
   catch (c10::Error const & exc)
   {
-    std::string const what = exc.what();
-    return "the model failed: " + TorchMessage(exc) + OpsHint(what);
+    return "the model failed: " + TorchMessage(exc)
+           + OpsHint(exc.what_without_backtrace());
   }
   catch (std::exception const & exc)
   {

@@ -296,6 +296,18 @@ def test_exception_inside_torchscript_is_a_kim_error(toy_items, kim_log_dir, cap
     _expect_kim_error(kim_log_dir, lambda: atoms.calc.calculate(atoms), "deliberate failure")
 
 
+def test_holding_the_gil_is_a_kim_error_that_says_what_to_do(installed_models, kim_log_dir):
+    """This process imported torch: without release_GIL the autograd engine
+    refuses to run; the driver reports it as a KIM error with the fix."""
+    import torch  # noqa: F401
+
+    model = installed_models("nequip")
+    atoms = _case("triclinic_alloy", model.spec).atoms.copy()
+    atoms.calc = KIM(model.item)
+    _expect_kim_error(kim_log_dir, atoms.get_potential_energy,
+                      'create the calculator with KIM(name, options={"release_GIL": True})')
+
+
 @pytest.mark.parametrize("kind,message", [
     ("float32", "energy output has dtype Float, expected float64"),
     ("scalar", "energy output is 0-dimensional"),
