@@ -323,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output directory, named like Name__MO_000000000000_000 "
                                           "(default: from the model file name)")
     p.add_argument("--driver-name", default=contract.DEFAULT_DRIVER_NAME,
-                   help=f"KIM model driver to name in CMakeLists.txt (default {contract.DEFAULT_DRIVER_NAME})")
+                   help=f"KIM model driver to name in CMakeLists.txt (default {contract.DEFAULT_DRIVER_NAME}, the "
+                        f"OpenKIM TorchML driver; kim-gnn's own driver, see install-driver: "
+                        f"{contract.KIM_GNN_DRIVER_NAME})")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-prune", action="store_true",
                    help="emit the unpruned staged model: every layer on every particle of its graph "
