@@ -149,8 +149,10 @@ def kim_collection(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     for name, value in collection.kim_env.items():
         patch.setenv(name, value)
+    collection.driver_build_dir = build_dir
+    collection.driver_build_lock = FileLock(os.path.abspath(build_dir) + ".lock")
     try:
-        with FileLock(os.path.abspath(build_dir) + ".lock"):
+        with collection.driver_build_lock:
             collection.driver_path = install_driver("environment", build_dir)
     except BaseException:
         patch.undo()

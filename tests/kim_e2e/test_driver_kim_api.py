@@ -125,6 +125,27 @@ def test_driver_library_records_libtorch_runpath(kim_collection):
     assert "libtorch" in dynamic
 
 
+def test_install_driver_into_the_user_collection(kim_collection, tmp_path, monkeypatch):
+    """The default collection: the KIM API user collection of $HOME (here a
+    temporary one), found by kim-api-collections-management afterwards. The
+    session's build directory is reused: no recompiling."""
+    from kim_gnn.kim_driver import install_driver
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("KIM_API_CONFIGURATION_FILE")
+    with kim_collection.driver_build_lock:
+        path = install_driver("user", kim_collection.driver_build_dir)
+    assert path.startswith(str(home / ".kim-api")) and os.path.isfile(path), path
+    env = dict(kim_collection.env, HOME=str(home))
+    env.pop("KIM_API_CONFIGURATION_FILE")
+    listing = subprocess.run(["kim-api-collections-management", "list"], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120).stdout
+    user = listing[listing.index("User Collection"):]
+    assert contract.KIM_GNN_DRIVER_NAME in user.split("Portable Models:")[0], listing
+
+
 RUN_IN_FRESH_PROCESS = textwrap.dedent("""\
     import json, sys
     import numpy as np
