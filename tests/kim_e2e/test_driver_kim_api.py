@@ -256,6 +256,14 @@ TOY_MODELS = {
         def forward(self, species, coordinates, edge_index_0, contributions):
             return (coordinates * 0.0).sum()
         """,
+    # "Return Forces: True": element 1 is taken as the forces
+    "returns_forces": """
+        def forward(self, species, coordinates, edge_index_0, contributions):
+            e = torch.where(contributions == 0, species.to(torch.float64) + 1.0, torch.zeros_like(coordinates[:, 0]))
+            f = torch.zeros_like(coordinates)
+            f[:, 0] = torch.arange(coordinates.shape[0], dtype=torch.float64) + 1.0
+            return e, f
+        """,
     "wrong_length": """
         def forward(self, species, coordinates, edge_index_0, contributions):
             return (coordinates[:, 0] * 0.0)[:1]
@@ -285,7 +293,11 @@ def toy_items(kim_collection, tmp_path_factory):
             pt = root / f"{kind}.pt"
             module.save(str(pt))
             name = f"Toy_{kind}__MO_000000000000_000"
-            cache[kind] = kim_collection.install_model(pt, name, param_text=_toy_param())
+            param = _toy_param()
+            if kind == "returns_forces":
+                param = param.replace("# Does the model return forces?\nFalse", "# Does the model return forces?\nTrue")
+                assert "forces?\nTrue" in param
+            cache[kind] = kim_collection.install_model(pt, name, param_text=param)
         return cache[kind]
 
     return get
@@ -337,6 +349,17 @@ def test_model_output_of_wrong_dtype_or_shape_is_a_kim_error(toy_items, kim_log_
     atoms = _two_atoms()
     atoms.calc = KIM(toy_items(kind), options={"release_GIL": True})
     _expect_kim_error(kim_log_dir, atoms.get_potential_energy, message)
+
+
+def test_model_that_returns_forces(toy_items, kim_log_dir):
+    """With "Return Forces: True" in file.param the driver takes the model's
+    element 1 as the forces (no backward)."""
+    from ase import Atoms
+
+    atoms = Atoms(["Si", "C"], positions=[[0.0, 0.0, 0.0], [6.0, 0.0, 0.0]])  # no padding, no neighbors
+    atoms.calc = KIM(toy_items("returns_forces"), options={"release_GIL": True})
+    assert atoms.get_potential_energy() == pytest.approx(1.0 + 2.0, abs=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), [[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]], atol=1e-12)
 
 
 def test_per_particle_energies_of_the_wrong_length_are_a_kim_error(toy_items, kim_log_dir):
