@@ -1,15 +1,17 @@
 """Converted models in LAMMPS, through the real KIM API and kim-gnn's own
 driver, under MPI, against the ORIGINAL periodic models.
 
-For seeded NequIP 0.6 and MACE models (float64, two species), converted and
-installed with kim-gnn's driver into a temporary KIM collection, LAMMPS
-(Debian's, KIM package: ``kim init`` / ``kim interactions``) runs ``run 0``
-on 1, 2 and 4 MPI ranks on a rattled bulk cell, a rotated triclinic cell
-(LAMMPS's restricted triclinic form; forces and stress rotated back) and a
-cell smaller than the influence distance; energy, forces, the pressure and
-the full pressure tensor, and ``compute pe/atom`` must equal the original
-model on the periodic structure to 1e-9. A 200-step NVE run must conserve
-the total energy to 1e-4 eV/atom.
+For seeded NequIP 0.6 and MACE models (float64, two species; conftest.py's
+``installed_models``), converted and installed with kim-gnn's driver into a
+temporary KIM collection, LAMMPS (Debian's, KIM package: ``kim init`` /
+``kim interactions``) runs ``run 0`` on 1, 2 and 4 MPI ranks on a rattled
+bulk cell, a rotated triclinic cell (LAMMPS's restricted triclinic form;
+forces and stress rotated back), a cell smaller than the influence distance
+and a slab (``boundary p p f``); energy, forces, ``compute pe/atom`` and, on
+periodic cells, the pressure and the full pressure tensor must equal the
+original model on the periodic structure to 1e-9. A 200-step NVE run must
+conserve the total energy to 1e-4 eV/atom, and a model that raises inside
+TorchScript must stop LAMMPS with an error, not a crash.
 
 The harness itself (data files, rotation, units, MPI) is first checked on a
 known-good KIM model that has nothing to do with kim-gnn: Debian's
@@ -207,57 +209,38 @@ def test_harness_on_a_known_good_model_matches_ase(ase_kim_sw, sw_model, nprocs,
 
 # --- kim-gnn's converted models through kim-gnn's driver -----------------------
 
-#: Seeded float64 models of both legacy architectures, two species, two
-#: message-passing layers (influence distance 2 x 3.5 A); MACE with its ZBL term.
-MODELS = {
-    "nequip": dict(species=SPECIES, num_layers=2, r_max=3.5),
-    "mace": dict(species=SPECIES, num_interactions=2, r_max=3.5, zbl=True),
-}
+ARCHITECTURES = ("nequip", "mace")
 
 
 class E2EModel:
-    """A converted model installed in the session's KIM collection, with
-    its original periodic model and the original's results per structure."""
+    """A converted model installed in the session's KIM collection (the
+    shared ``installed_models`` of conftest.py: seeded float64 NequIP 0.6 and
+    MACE with ZBL, species Si and C, two layers), with the original periodic
+    model's results per structure."""
 
-    def __init__(self, architecture, source, staged, item, env):
-        from kim_gnn.adapters import detect_adapter
-        from kim_gnn.contract import spec_of_module
-
+    def __init__(self, architecture, installed, env):
         self.architecture = architecture
-        self.item = item
+        self.installed = installed
+        self.item = installed.item
         self.env = env
-        self.spec = spec_of_module(staged)
-        self.species = list(self.spec.species)
-        self._original = detect_adapter(source).original(source, self.spec)
+        self.species = list(installed.spec.species)
         self._expected = {}
 
     def expected(self, name, atoms):
-        """The original model on the periodic structure (ASE units and signs)."""
+        """(original model on the periodic structure in ASE units and signs,
+        stress tolerance or None for the default)."""
         if name not in self._expected:
-            r = self._original.evaluate(atoms)
+            result, stress_tol = self.installed.reference(atoms)
             if all(atoms.pbc):
-                assert r.stress is not None, f"the original {self.architecture} model gives no stress"
-            self._expected[name] = r
+                assert result.stress is not None, f"the original {self.architecture} model gives no stress"
+            self._expected[name] = (result, stress_tol)
         return self._expected[name]
 
 
-@pytest.fixture(scope="session", params=list(MODELS))
-def e2e_model(request, lammps):
-    architecture = request.param
-    options = MODELS[architecture]
-    if architecture == "mace":
-        from kim_gnn.mace import convert_mace
-
-        source = request.getfixturevalue("mace_models").model(**options)
-        staged = convert_mace(source)
-    else:
-        from kim_gnn.nequip import convert_nequip
-
-        source = request.getfixturevalue("nequip_models").deployed(**options)
-        staged = convert_nequip(source)
-    collection = request.getfixturevalue("kim_collection")
-    item = collection.install_model(staged, f"SiC_{architecture.upper()}_E2E__MO_000000000000_000")
-    return E2EModel(architecture, source, staged, item, collection.env)
+@pytest.fixture(scope="session", params=ARCHITECTURES)
+def e2e_model(request, lammps, installed_models, kim_collection):
+    assert set(SPECIES) <= set(installed_models(request.param).spec.species)
+    return E2EModel(request.param, installed_models(request.param), kim_collection.env)
 
 
 STRUCTURES = structures(SPECIES)
@@ -274,12 +257,13 @@ def test_lammps_run0_equals_the_original_model(e2e_model, structure, nprocs, req
     pe/atom equal the original periodic model to 1e-9."""
     ranks_needing(nprocs, request)
     atoms = STRUCTURES[structure]
-    expected = e2e_model.expected(structure, atoms)
+    expected, stress_tol = e2e_model.expected(structure, atoms)
     # LAMMPS atom types in the model's element order, except on the triclinic
     # cell: there type 1 is the model's last element (kim interactions C Si).
     species = e2e_model.species[::-1] if structure == "triclinic_rotated" else e2e_model.species
     got = run_lammps(atoms, e2e_model.item, species, tmp_path, nprocs=nprocs, env=e2e_model.env)
-    assert_matches(got, expected, len(atoms), f"{e2e_model.architecture} {structure} on {nprocs} rank(s)")
+    assert_matches(got, expected, len(atoms), f"{e2e_model.architecture} {structure} on {nprocs} rank(s)",
+                   stress_tol=stress_tol)
 
 
 def test_lammps_nve_conserves_energy(e2e_model, request, tmp_path):
