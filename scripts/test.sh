@@ -65,7 +65,7 @@ if [ $e2e_required -eq 1 ] && [ $kimpy_status -eq 0 ]; then
 fi
 echo "tests: end to end (tests/kim_e2e: KIM API, ASE, LAMMPS + MPI)"
 set +e
-KIM_GNN_E2E_REQUIRED=$e2e_required .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@" tests/kim_e2e
+KIM_GNN_E2E_REQUIRED=$e2e_required .venv/bin/python -m pytest -q -rs -p no:cacheprovider --durations=10 "$@" tests/kim_e2e
 e2e=$?
 set -e
 [ $e2e -eq 5 ] && e2e=0  # the arguments selected no end-to-end test
