@@ -164,9 +164,14 @@ def kim_collection(tmp_path_factory):
 @pytest.fixture
 def kim_log_dir(tmp_path, monkeypatch):
     """Run in a temporary directory: the KIM API writes kim.log into the
-    current directory; returns the path of that log."""
+    current directory; returns the path of that log. The test's KIM objects
+    are released before the directory changes back (their destruction is
+    logged too)."""
+    import gc
+
     monkeypatch.chdir(tmp_path)
-    return tmp_path / "kim.log"
+    yield tmp_path / "kim.log"
+    gc.collect()
 
 
 class InstalledModel:
