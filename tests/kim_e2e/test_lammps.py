@@ -246,8 +246,13 @@ def e2e_model(request, lammps, installed_models, kim_collection):
 STRUCTURES = structures(SPECIES)
 
 
-#: (structure, MPI ranks): every structure on 1, 2 and 4 ranks; the slab on 1 and 4.
-RUN0_CASES = [(name, n) for name in STRUCTURES for n in RANKS if not (name == "slab" and n == 2)]
+#: (structure, MPI ranks): every structure on 1, 2 and 4 ranks; the slab on 1
+#: and 4. The matrix beyond the bulk cell on 1 and 4 ranks is marked slow (CI
+#: runs it; ``-m "not slow"`` leaves it out).
+RUN0_CASES = [
+    pytest.param(name, n, marks=() if name == "bulk_rattled" and n != 2 else pytest.mark.slow)
+    for name in STRUCTURES for n in RANKS if not (name == "slab" and n == 2)
+]
 
 
 @pytest.mark.parametrize("structure,nprocs", RUN0_CASES)
