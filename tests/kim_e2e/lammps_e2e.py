@@ -178,6 +178,9 @@ def input_script(model: str, species: Sequence[str], atoms, *, nve_steps: int = 
         lines += [
             f"velocity all create {temperature} {seed} mom yes rot no dist gaussian",
             f"timestep {timestep_ps}",
+            # rebuild the neighbor lists (and migrate atoms between ranks) every 10 steps,
+            # whether or not atoms moved: the driver sees the particle set change
+            "neigh_modify every 10 delay 0 check no",
             "fix nve all nve",
             f"thermo {thermo_every}",
             f"run {nve_steps}",
