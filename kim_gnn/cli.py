@@ -277,6 +277,15 @@ def cmd_example(args) -> int:
     return code
 
 
+def cmd_install_driver(args) -> int:
+    from .kim_driver import install_driver, main_progress
+
+    path = install_driver(args.collection, args.build_dir, progress=None if args.quiet else main_progress)
+    print(f"installed KIM model driver {contract.KIM_GNN_DRIVER_NAME}: {path}")
+    print(f"convert models for it with: kim-gnn convert MODEL --driver-name {contract.KIM_GNN_DRIVER_NAME}")
+    return 0
+
+
 def _add_adapter_options(parser, verb: str) -> None:
     """One ``--NAME`` per conversion option some adapter takes (e.g. --head)."""
     from .adapters import all_options
@@ -319,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output directory, named like Name__MO_000000000000_000 "
                                           "(default: from the model file name)")
     p.add_argument("--driver-name", default=contract.DEFAULT_DRIVER_NAME,
-                   help=f"KIM model driver to name in CMakeLists.txt (default {contract.DEFAULT_DRIVER_NAME})")
+                   help=f"KIM model driver to name in CMakeLists.txt (default {contract.DEFAULT_DRIVER_NAME}, the "
+                        f"OpenKIM TorchML driver; kim-gnn's own driver, see install-driver: "
+                        f"{contract.KIM_GNN_DRIVER_NAME})")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-prune", action="store_true",
                    help="emit the unpruned staged model: every layer on every particle of its graph "
@@ -387,6 +398,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="model dtype")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_example)
+
+    p = sub.add_parser("install-driver", parents=[common],
+                       help=f"build and install kim-gnn's own KIM model driver ({contract.KIM_GNN_DRIVER_NAME})",
+                       description=f"Build csrc/driver ({contract.KIM_GNN_DRIVER_NAME}, C++) with CMake against the "
+                                   "KIM API (Debian libkim-api-dev) and the libtorch of the installed torch wheel, and "
+                                   "install it into a KIM collection. It runs the portable models kim-gnn convert "
+                                   f"writes; name it with --driver-name {contract.KIM_GNN_DRIVER_NAME}. Needs cmake, "
+                                   "make and a C++ compiler; compiling takes 1-3 minutes.")
+    p.add_argument("--collection", choices=("user", "system", "environment"), default="user",
+                   help="KIM collection to install into (default user; environment: the directory in "
+                        "KIM_API_MODEL_DRIVERS_DIR)")
+    p.add_argument("--build-dir", metavar="DIR",
+                   help="build here and keep it, so that reinstalling rebuilds only what changed "
+                        "(default: a temporary directory)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_install_driver)
     return parser
 
 

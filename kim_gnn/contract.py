@@ -19,6 +19,11 @@ from .errors import KimGnnError
 #: Name of the published OpenKIM TorchML model driver.
 DEFAULT_DRIVER_NAME = "TorchML__MD_173118614730_000"
 
+#: Name of kim-gnn's own KIM model driver (``csrc/driver``, installed by
+#: ``kim-gnn install-driver``): it runs the same portable-model directories;
+#: ``kim-gnn convert --driver-name KimGnn__MD_000000000000_000`` names it.
+KIM_GNN_DRIVER_NAME = "KimGnn__MD_000000000000_000"
+
 #: dtypes of the driver's inputs (species, coordinates, edge_index_k,
 #: contributions) and of every output tensor, by torch dtype name. The
 #: ``torch.dtype`` objects are the module attributes ``SPECIES_DTYPE``,
@@ -227,8 +232,11 @@ def script_staged(staged, spec: StagedModelSpec, label: str):
 
     spec.validate()
     check_finite_weights(staged, label)
+    from ase.data import atomic_numbers
+
     entry = positional_entry_class(spec.num_layers)(
-        staged, num_species=len(spec.species), species_names=" ".join(spec.species), spec_json=spec.to_json()
+        staged, num_species=len(spec.species), species_names=" ".join(spec.species), spec_json=spec.to_json(),
+        atomic_numbers=[atomic_numbers[s] for s in spec.species],
     ).eval()
     try:
         scripted = torch.jit.script(entry)
@@ -465,7 +473,7 @@ def positional_entry_class(num_layers: int) -> type:
     filename = f"<kim_gnn-generated-entry-{_entry_counter}>"
     source = (
         "import torch\n"
-        "from typing import List\n"
+        "from typing import List, Optional\n"
         "\n"
         f"class {class_name}(torch.nn.Module):\n"
         '    """Driver entry point: species, coordinates, L edge lists (edge_index_0 the\n'
@@ -477,11 +485,19 @@ def positional_entry_class(num_layers: int) -> type:
         '    indexing error deep inside the network."""\n'
         "\n"
         "    def __init__(self, staged: torch.nn.Module, num_species: int = 0, species_names: str = '',\n"
-        "                 spec_json: str = ''):\n"
+        "                 spec_json: str = '', atomic_numbers: Optional[List[int]] = None):\n"
         "        super().__init__()\n"
         "        self.staged = staged\n"
         "        self.num_species = num_species\n"
         "        self.species_names = species_names\n"
+        "        numbers = atomic_numbers or []\n"
+        "        table = torch.full((max(numbers) + 1 if numbers else 0,), -1, dtype=torch.int64)\n"
+        "        for index, number in enumerate(numbers):\n"
+        "            table[number] = index\n"
+        "        # species index of each atomic number (-1: not an element of the model), for\n"
+        "        # drivers that pass atomic numbers (KIM_MODEL_ELEMENTS_MAP)\n"
+        "        self.register_buffer('index_of_atomic_number', table)\n"
+        "        self.atomic_numbers_text = ' '.join(s + '=' + str(z) for s, z in zip(species_names.split(), numbers))\n"
         f"        self.kim_gnn_spec_json = {SPEC_MARKER!r} + spec_json if spec_json else ''\n"
         "\n"
         f"    def forward(\n        {args},\n    ) -> torch.Tensor:\n"
@@ -497,13 +513,28 @@ def positional_entry_class(num_layers: int) -> type:
         "        if self.num_species > 0 and n > 0:\n"
         "            lowest = int(species.min())\n"
         "            highest = int(species.max())\n"
+        "            # Atomic numbers instead of indices (the TorchML driver under KIM_MODEL_ELEMENTS_MAP):\n"
+        "            # unambiguous when every value lies beyond the indices and names an element of the model.\n"
+        "            if lowest >= self.num_species and highest < self.index_of_atomic_number.shape[0]:\n"
+        "                mapped = self.index_of_atomic_number[species]\n"
+        "                if int(mapped.min()) < 0:\n"
+        "                    bad = int(species[mapped < 0][0])\n"
+        "                    raise ValueError('kim-gnn model: species index ' + str(bad) + ' is out of range: this '\n"
+        "                                     'model has ' + str(self.num_species) + ' species (' + self.species_names\n"
+        "                                     + '); read as atomic numbers (KIM_MODEL_ELEMENTS_MAP), ' + str(bad)\n"
+        "                                     + ' is not one of its elements (' + self.atomic_numbers_text + ')')\n"
+        "                species = mapped\n"
+        "                lowest = 0\n"
+        "                highest = 0\n"
         "            if lowest < 0 or highest >= self.num_species:\n"
         "                bad = lowest if lowest < 0 else highest\n"
         "                raise ValueError('kim-gnn model: species index ' + str(bad) + ' is out of range: this model '\n"
         "                                 'has ' + str(self.num_species) + ' species (indices 0 to '\n"
         "                                 + str(self.num_species - 1) + ': ' + self.species_names + '); the driver '\n"
-        "                                 'passes indices into the .param element list (KIM_MODEL_ELEMENTS_MAP must '\n"
-        "                                 'not be set)')\n"
+        "                                 'passes indices into the .param element list, or, under '\n"
+        "                                 'KIM_MODEL_ELEMENTS_MAP, atomic numbers, which the model takes only '\n"
+        "                                 'when all of them are atomic numbers of its elements (' + self.atomic_numbers_text\n"
+        "                                 + ') and none is below ' + str(self.num_species) + '')\n"
         "        for k, edges in enumerate(graphs):\n"
         "            if edges.dim() != 2 or edges.shape[0] != 2 or edges.dtype != torch.int64:\n"
         "                raise ValueError('kim-gnn model: edge_index_' + str(k) + ' is not a [2, E] int64 tensor')\n"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install what the KIM API tests (tests/test_kim_item_build.py) need on Debian 12:
-# the KIM API 2.3 from Debian (libkim-api-dev: CMake configs, pkg-config module,
-# kim-api-collections-management) and the tools to build and install KIM items
-# with it.
+# Install what the KIM API tests (tests/test_kim_item_build.py) and the
+# end-to-end tests (tests/kim_e2e) need on Debian 12: the KIM API 2.3 from
+# Debian (libkim-api-dev: CMake configs, pkg-config module,
+# kim-api-collections-management), the tools to build and install KIM items
+# with it, LAMMPS with its KIM package and Open MPI, Debian's OpenKIM models
+# (known-good models the LAMMPS harness is checked against) and what kimpy's
+# build needs (scripts/install_kimpy.sh: pkg-config, g++, the Python headers).
 #
 # Safe to run again: it only calls apt-get when a package is missing, and runs
 # `apt-get update` only when a missing package is unknown to the local package
@@ -21,7 +24,22 @@ PACKAGES=(
     wget             # kim-api-collections-management refuses to run without wget or curl
     ca-certificates  # ... which it uses, over https, only to fetch items from openkim.org
     xz-utils         # ... and to unpack them
+    lammps           # LAMMPS 2022-01-06 built with the KIM package (kim init / kim interactions)
+    openmpi-bin      # mpirun for LAMMPS on 2 and 4 ranks
+    openkim-models   # Debian's OpenKIM models (Stillinger-Weber Si: the LAMMPS harness's known-good model)
 )
+
+# kimpy compiles against the interpreter's headers: Debian's python3-dev when
+# the interpreter is Debian's own and lacks them (an interpreter built
+# elsewhere, e.g. pyenv, ships its headers).
+PY=${PYTHON:-python3}
+if command -v "$PY" >/dev/null 2>&1; then
+    py_include=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])" 2>/dev/null || true)
+    py_prefix=$("$PY" -c "import sys; print(sys.base_prefix)" 2>/dev/null || true)
+    if [ -n "$py_include" ] && [ ! -f "$py_include/Python.h" ] && [ "$py_prefix" = /usr ]; then
+        PACKAGES+=(python3-dev)
+    fi
+fi
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
     echo "install_kim_stack.sh: this script needs a Debian-based system (apt-get, dpkg-query)" >&2
@@ -87,4 +105,4 @@ for pkg in "${PACKAGES[@]}"; do
         exit 1
     fi
 done
-echo "KIM stack: KIM API $(pkg-config --modversion libkim-api), $(cmake --version | head -n 1)"
+echo "KIM stack: KIM API $(pkg-config --modversion libkim-api), $(cmake --version | head -n 1), LAMMPS $(dpkg-query -W -f='${Version}' lammps), $(mpirun --version 2>/dev/null | head -n 1)"
