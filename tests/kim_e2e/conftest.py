@@ -28,6 +28,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lammps_e2e import unavailable
 
 from kim_gnn import contract
 
@@ -39,13 +40,13 @@ def _require_kim_build_tools():
     for tool, package in (("cmake", "cmake"), ("make", "make"), ("kim-api-collections-management", "libkim-api-dev"),
                           ("pkg-config", "pkg-config")):
         if shutil.which(tool) is None:
-            pytest.skip(f"'{tool}' is not installed (Debian: {package}; run scripts/install_kim_stack.sh)")
+            unavailable(f"'{tool}' is not installed (Debian: {package}; run scripts/install_kim_stack.sh)")
     if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler (c++/g++) is installed (run scripts/install_kim_stack.sh)")
+        unavailable("no C++ compiler (c++/g++) is installed (run scripts/install_kim_stack.sh)")
     if shutil.which("wget") is None and shutil.which("curl") is None:
-        pytest.skip("kim-api-collections-management needs wget or curl, and neither is installed")
+        unavailable("kim-api-collections-management needs wget or curl, and neither is installed")
     if subprocess.run(["pkg-config", "--exists", "libkim-api"]).returncode != 0:
-        pytest.skip("the KIM API is not installed (Debian: apt-get install libkim-api-dev)")
+        unavailable("the KIM API is not installed (Debian: apt-get install libkim-api-dev)")
 
 
 class KimCollection:
@@ -202,11 +203,15 @@ E2E_SPECIES = ("Si", "C")
 def installed_models(kim_collection, request):
     """``installed_models("nequip" | "mace")``: a seeded two-species, two-layer
     float64 model (NequIP 0.6; MACE with ZBL), converted and installed once
-    per session as ``SiC_<architecture>_KimGnnDriver__MO_000000000000_000``."""
+    per session as ``SiC_<architecture>_KimGnnDriver__MO_000000000000_000``.
+    ``installed_models("nequip", kernels=True)``: the same model converted
+    with ``--kernels kim_gnn`` (its aggregation in the op library's ops,
+    which the driver loads from the path baked in at its install)."""
     cache = {}
 
-    def get(architecture):
-        if architecture not in cache:
+    def get(architecture, kernels=False):
+        key = (architecture, kernels)
+        if key not in cache:
             from kim_gnn.executor import read_spec
 
             if architecture == "nequip":
@@ -219,8 +224,18 @@ def installed_models(kim_collection, request):
                 original, converted = models.model(**options), models.converted(**options)
             else:
                 raise ValueError(f"no end-to-end model for {architecture!r}")
-            item = kim_collection.install_model(converted, f"SiC_{architecture}_KimGnnDriver__MO_000000000000_000")
-            cache[architecture] = InstalledModel(item, original, converted, read_spec(converted))
-        return cache[architecture]
+            name = architecture
+            if kernels:
+                from kim_gnn import convert, kernels as ops
+
+                if not ops.available():
+                    unavailable("the kim-gnn op library is not built (scripts/setup.sh builds it; csrc/build_ops.py)")
+                converted = converted[: -len(".staged.pt")] + ".kernels.staged.pt"
+                if not os.path.exists(converted):
+                    convert(original, kernels="kim_gnn").save(converted)
+                name += "_kernels"
+            item = kim_collection.install_model(converted, f"SiC_{name}_KimGnnDriver__MO_000000000000_000")
+            cache[key] = InstalledModel(item, original, converted, read_spec(converted))
+        return cache[key]
 
     return get

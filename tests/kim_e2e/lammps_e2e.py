@@ -28,6 +28,16 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+def unavailable(reason: str, module_level: bool = False):
+    """In a test: skip with the reason, or fail where the end-to-end stack is
+    required (``KIM_GNN_E2E_REQUIRED=1``: scripts/test.sh as root, so CI)."""
+    import pytest
+
+    if os.environ.get("KIM_GNN_E2E_REQUIRED") == "1":
+        pytest.fail(f"end-to-end test cannot run: {reason} (KIM_GNN_E2E_REQUIRED=1)", pytrace=False)
+    pytest.skip(reason, allow_module_level=module_level)
+
+
 #: LAMMPS ``metal`` units: pressure [bar] = virial [eV] / volume [A^3] * NKTV2P
 #: (``force->nktv2p`` in LAMMPS's update.cpp).
 NKTV2P_METAL = 1.6021765e6

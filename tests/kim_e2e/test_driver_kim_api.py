@@ -22,7 +22,12 @@ import pytest
 from kim_gnn import contract
 from kim_gnn.structures import battery
 
-kimpy = pytest.importorskip("kimpy", reason="kimpy is not installed (pip install kimpy==2.1.4; needs libkim-api-dev)")
+from lammps_e2e import unavailable  # noqa: E402
+
+try:
+    import kimpy
+except ImportError:
+    unavailable("kimpy is not installed (scripts/install_kimpy.sh; needs libkim-api-dev)", module_level=True)
 from ase.calculators.kim import KIM  # noqa: E402
 
 TOL = 1e-9  # float64, relative to max(1, |value|)
@@ -172,6 +177,7 @@ def run_fresh(kim_collection, item, atoms, tmp_path, **env_extra):
     env = kim_collection.env
     env.pop("LD_LIBRARY_PATH", None)
     env.pop("PYTHONPATH", None)
+    env.pop("KIM_GNN_OPS_LIBRARY", None)  # the driver's own default unless a test names one
     env.update(env_extra)
     proc = subprocess.run([sys.executable, str(script), item, str(structure)], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
@@ -533,3 +539,35 @@ def test_driver_loads_the_op_library_before_the_model(kim_collection, ops_model_
     assert "error" in out, out
     assert "Unknown builtin op: kim_gnn_test::scaled" in stderr, stderr
     assert "KIM_GNN_OPS_LIBRARY" in stderr and "custom torch ops that are not loaded" in stderr, stderr
+
+
+# --- models converted with kim-gnn's kernels (--kernels kim_gnn) -----------------
+
+@pytest.mark.parametrize("architecture", ("nequip", "mace"))
+def test_kernels_model_runs_in_the_driver_with_the_op_library_it_was_installed_with(
+        installed_models, kim_collection, architecture, tmp_path):
+    """A model whose aggregation calls kim_gnn::gather / segment_sum, in a
+    fresh process that never imports torch and sets no KIM_GNN_OPS_LIBRARY:
+    the driver loads the op library from the path baked in at its install,
+    and the results equal the original periodic model; two calls (two fresh
+    processes) are bit-identical."""
+    model = installed_models(architecture, kernels=True)
+    assert model.spec.details.get("kernels") == "kim_gnn", model.spec.details
+    atoms = _case("triclinic_alloy", model.spec).atoms
+    first, _ = run_fresh(kim_collection, model.item, atoms, tmp_path)
+    assert "error" not in first, first
+    assert not first["torch_imported"]
+    expected, _ = model.reference(atoms)
+    assert abs(first["energy"] - expected.energy) <= TOL * max(1.0, abs(expected.energy))
+    np.testing.assert_allclose(first["forces"], expected.forces, rtol=0,
+                               atol=TOL * max(1.0, np.abs(expected.forces).max()))
+    again, _ = run_fresh(kim_collection, model.item, atoms, tmp_path)
+    assert again["energy"] == first["energy"] and again["forces"] == first["forces"]
+
+
+def test_kernels_model_through_ase_in_process(installed_models, kim_log_dir):
+    """The kernels model in this process (torch and the op library already
+    loaded here) on the quick NequIP cases: every compute argument."""
+    model = installed_models("nequip", kernels=True)
+    for case_name in QUICK_CASES["nequip"]:
+        check_against_original(model, case_name)

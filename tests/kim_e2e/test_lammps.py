@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from lammps_e2e import NKTV2P_METAL, LammpsError, lammps_missing_reason, mpirun_missing_reason, run_lammps
+from lammps_e2e import NKTV2P_METAL, LammpsError, lammps_missing_reason, mpirun_missing_reason, run_lammps, unavailable
 
 TOL = 1e-9  # float64: relative to max(1, |value|)
 RANKS = (1, 2, 4)
@@ -37,13 +37,6 @@ NVE_STEPS = 200
 NVE_DRIFT = 1e-4  # eV/atom
 SPECIES = ("Si", "C")
 SW_MODEL = "SW_StillingerWeber_1985_Si__MO_405512056662_005"
-
-
-def unavailable(reason: str):
-    """Skip with the reason, or fail where the end-to-end stack is required (CI)."""
-    if os.environ.get("KIM_GNN_E2E_REQUIRED") == "1":
-        pytest.fail(f"end-to-end test cannot run: {reason} (KIM_GNN_E2E_REQUIRED=1)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -362,3 +355,17 @@ def test_lammps_reports_a_model_that_fails_inside_torchscript(failing_item, npro
     assert "ERROR" in error.log, str(error)
     kim_log = (tmp_path / "run" / "kim.log")
     assert kim_log.exists() and FAILING_MESSAGE in kim_log.read_text(errors="replace"), str(error)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_lammps_run0_of_a_kernels_model_on_2_ranks(architecture, lammps, installed_models, kim_collection,
+                                                   request, tmp_path):
+    """A model converted with ``--kernels kim_gnn`` (aggregation in the op
+    library, which the driver loads itself) in LAMMPS on 2 MPI ranks equals
+    the original periodic model, like the aten model."""
+    ranks_needing(2, request)
+    model = E2EModel(architecture, installed_models(architecture, kernels=True), kim_collection.env)
+    atoms = STRUCTURES["bulk_rattled"]
+    expected, stress_tol = model.expected("bulk_rattled", atoms)
+    got = run_lammps(atoms, model.item, model.species, tmp_path, nprocs=2, env=model.env)
+    assert_matches(got, expected, len(atoms), f"{architecture} with kernels on 2 ranks", stress_tol=stress_tol)
