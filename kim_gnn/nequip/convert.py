@@ -28,6 +28,7 @@ from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
+from .scalar_last import ScalarOnlyLastLayer
 from .staged import ReceiverLayer, StagedNequIP, WholeLayer
 
 METADATA_KEYS = (
@@ -308,7 +309,25 @@ def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
     )
 
 
-def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
+def _scalar_only_last_layer(info: NequIPModelInfo, func, wrapped: list) -> str:
+    """Replace the last wrapped layer by its scalar-only form
+    (``scalar_last.py``) where that is proven exact; returns "" or the
+    reason it is not used."""
+    from . import scalar_last
+
+    names = [name for name, _ in func.named_children()]
+    kinds = [_original_name(child) for _, child in func.named_children()]
+    last = max(i for i, kind in enumerate(kinds) if kind == "ConvNetLayer")
+    if not isinstance(wrapped[-1], ReceiverLayer):
+        return "the last layer is not a plain ConvNetLayer(InteractionBlock) with a gate"
+    try:
+        wrapped[-1] = scalar_last.build(info, func, names[last], names[last + 1])
+    except scalar_last.NotApplicable as exc:
+        return str(exc)
+    return ""
+
+
+def convert_nequip(path, prune: bool = True, scalar_only_last_layer: bool = True) -> torch.jit.ScriptModule:
     """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
     model that follows the TorchML driver contract.
 
@@ -319,6 +338,12 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
     ``prune`` (default): the model computes only what reaches a contributing
     atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
     unpruned staged model (every layer on every particle of its graph).
+
+    ``scalar_only_last_layer`` (default, pruned models only): where the
+    readout reads only scalar channels of the last layer, the last layer
+    computes only those (``scalar_last.py``); where that cannot be proven
+    exact (or nequip 0.5/0.6 is not importable to read the layer's
+    structure) the whole last layer is kept, and ``kim-gnn info`` says why.
     """
     path = os.fspath(path)
     module, metadata = load_deployed(path)
@@ -328,6 +353,12 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
     scales, shifts = _rescale_factors(rescales, energy_field)
     wrapped = [ReceiverLayer(layer) if prune and _receiver_layer_applies(layer) else WholeLayer(layer)
                for layer in layers]
+    if not prune:
+        scalar_reason = "unpruned model"
+    elif not scalar_only_last_layer:
+        scalar_reason = "not requested"
+    else:
+        scalar_reason = _scalar_only_last_layer(info, func, wrapped)
 
     staged = StagedNequIP(
         node_encoders=node_encoders,
@@ -358,7 +389,9 @@ def convert_nequip(path, prune: bool = True) -> torch.jit.ScriptModule:
             "torch_version": metadata.get("torch_version", ""),
             "e3nn_version": metadata.get("e3nn_version", ""),
             "pruned": "true" if prune else "false",
-            "receiver_only_layers": str(sum(isinstance(w, ReceiverLayer) for w in wrapped)),
+            "receiver_only_layers": str(sum(isinstance(w, (ReceiverLayer, ScalarOnlyLastLayer)) for w in wrapped)),
+            "scalar_only_last_layer": "false" if scalar_reason else "true",
+            **({"scalar_only_last_layer_reason": scalar_reason} if scalar_reason else {}),
         },
     )
     return contract.script_staged(staged, spec, "NequIP")
