@@ -65,6 +65,46 @@ class ScalarPath(torch.nn.Module):
         return (hp * t.unsqueeze(1)).sum(-1) * weight.narrow(1, self.w_start, self.mul)
 
 
+class LinearPart(torch.nn.Module):
+    """One path of an e3nn ``Linear`` between blocks of the same irrep:
+    ``out[n, w, m] = sum_u x[n, u, m] W[u, w]`` (normalisation folded into W)."""
+
+    start: int
+    mul_in: int
+    dim: int
+
+    def __init__(self, start: int, mul_in: int, dim: int, weight: torch.Tensor):
+        super().__init__()
+        self.start, self.mul_in, self.dim = start, mul_in, dim
+        self.register_buffer("weight", weight.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        block = x.narrow(1, self.start, self.mul_in * self.dim)
+        if self.dim == 1:
+            return torch.mm(block, self.weight)
+        block = block.reshape(x.shape[0], self.mul_in, self.dim)
+        return torch.einsum("nud,uw->nwd", block, self.weight).reshape(x.shape[0], -1)
+
+
+class LinearBlock(torch.nn.Module):
+    """One output block of an e3nn ``Linear``: the sum of its paths."""
+
+    def __init__(self, parts: List[LinearPart]):
+        super().__init__()
+        self.parts = torch.nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(0)
+        first = True
+        for part in self.parts:
+            if first:
+                out = part(x)
+                first = False
+            else:
+                out = out + part(x)
+        return out
+
+
 class ScalarOnlyLastLayer(torch.nn.Module):
     """The last ``ConvNetLayer(InteractionBlock)`` computing only the output
     channels the readout reads (``read_channels``); ``forward(data, num_out)``
@@ -77,16 +117,21 @@ class ScalarOnlyLastLayer(torch.nn.Module):
     avg_num_neighbors: float
     out_dim: int
     act_bounds: List[int]
+    restricted_linear_1: bool
 
     def __init__(self, fc_hidden: List[torch.nn.Module], fc_last: torch.Tensor, linear_1: torch.nn.Module,
-                 h_columns: torch.Tensor, paths: List[ScalarPath], linear_2: torch.Tensor,
+                 h_columns: torch.Tensor, linear_1_blocks: Optional[List[LinearBlock]], paths: List[ScalarPath], linear_2: torch.Tensor,
                  sc_rows: Optional[torch.Tensor], sc_matrix: Optional[torch.Tensor], acts: List[torch.nn.Module],
                  act_bounds: List[int], read_channels: torch.Tensor, out_dim: int, resnet: bool,
                  avg_num_neighbors: Optional[float]):
         super().__init__()
         self.fc_hidden = torch.nn.ModuleList(fc_hidden)
         self.register_buffer("fc_last", fc_last)
-        self.linear_1 = linear_1
+        # linear_1's needed output blocks (or, where its structure was not
+        # proven, the whole linear_1 and the needed columns of its output)
+        self.restricted_linear_1 = linear_1_blocks is not None
+        self.linear_1 = torch.nn.Identity() if linear_1_blocks is not None else linear_1
+        self.linear_1_blocks = torch.nn.ModuleList(linear_1_blocks if linear_1_blocks is not None else [])
         self.register_buffer("h_columns", h_columns)
         self.paths = torch.nn.ModuleList(paths)
         self.register_buffer("linear_2", linear_2)
@@ -117,7 +162,13 @@ class ScalarOnlyLastLayer(torch.nn.Module):
             z = layer(z)
         weight = torch.mm(z, self.fc_last)
         # linear_1 on the senders, then only the blocks the scalar paths read, per edge.
-        h = self.linear_1(x).index_select(1, self.h_columns)
+        if self.restricted_linear_1:
+            blocks: List[torch.Tensor] = []
+            for block in self.linear_1_blocks:
+                blocks.append(block(x))
+            h = torch.cat(blocks, dim=1)
+        else:
+            h = self.linear_1(x).index_select(1, self.h_columns)
         h = h.index_select(0, edge_src)
         y = data["edge_attrs"]
         parts: List[torch.Tensor] = []
@@ -328,6 +379,10 @@ def build(info, scripted_func, layer_name: str, readout_name: str) -> ScalarOnly
             raise NotApplicable("linear_2 reads tensor-product outputs that are not scalar paths")
         linear_2 = linear_2.index_select(0, torch.tensor(mid_rows, dtype=torch.int64)).contiguous()
 
+        linear_1_blocks = _linear_blocks(conv_e.linear_1, conv_s.linear_1, h_blocks, dtype)
+        if linear_1_blocks is not None and conv_e.linear_1.irreps_out != tp.irreps_in1:
+            linear_1_blocks = None
+
         fc_children = [m for _, m in conv_s.fc.named_children()]
         if not fc_children:
             raise NotApplicable("the radial network has no layers")
@@ -359,6 +414,7 @@ def build(info, scripted_func, layer_name: str, readout_name: str) -> ScalarOnly
         fc_last=fc_last,
         linear_1=conv_s.linear_1,
         h_columns=torch.tensor(h_columns, dtype=torch.int64),
+        linear_1_blocks=linear_1_blocks,
         paths=paths,
         linear_2=linear_2,
         sc_rows=sc_rows,
@@ -375,6 +431,49 @@ def build(info, scripted_func, layer_name: str, readout_name: str) -> ScalarOnly
     for seed in (0, 1):
         check(restricted, layer_s, readout_s.linear, dtype, dims, seed)
     return restricted
+
+
+def _linear_blocks(eager, scripted, out_blocks: List[int], dtype) -> Optional[List[LinearBlock]]:
+    """The output blocks ``out_blocks`` of an e3nn ``Linear`` as
+    ``LinearBlock``s, their weights probed from the scripted module; None
+    where its matrix is not the block (W x identity) structure its
+    instructions say (then the caller keeps the whole ``Linear``)."""
+    in_dim, out_dim = eager.irreps_in.dim, eager.irreps_out.dim
+    if bool(scripted(torch.zeros(1, in_dim, dtype=dtype)).abs().max() != 0):
+        return None  # biases
+    matrix = scripted(_eye(in_dim, dtype))
+    if matrix.shape != (in_dim, out_dim):
+        return None
+    in_slices, out_slices = eager.irreps_in.slices(), eager.irreps_out.slices()
+    covered = torch.zeros(in_dim, out_dim, dtype=torch.bool)
+    blocks = []
+    for k in out_blocks:
+        mul_out, ir_out = eager.irreps_out[k]
+        parts = []
+        for ins in eager.instructions:
+            if ins.i_out != k:
+                continue
+            mul_in, ir_in = eager.irreps_in[ins.i_in]
+            if ir_in != ir_out:
+                return None
+            d = ir_in.dim
+            rows, cols = in_slices[ins.i_in], out_slices[k]
+            sub = matrix[rows, cols]
+            weight = sub[0::d, 0::d]  # [mul_in, mul_out], m = 0
+            expected = torch.kron(weight, torch.eye(d, dtype=dtype))
+            if not torch.allclose(sub, expected, rtol=0, atol=1e-300):
+                return None
+            covered[rows, cols] = True
+            parts.append(LinearPart(rows.start, mul_in, d, weight))
+        if not parts:
+            return None
+        blocks.append(LinearBlock(parts))
+    # every other entry of the needed output columns is structurally zero
+    for k in out_blocks:
+        cols = out_slices[k]
+        if bool((matrix[:, cols][~covered[:, cols]] != 0).any()):
+            return None
+    return blocks
 
 
 def check(restricted: ScalarOnlyLastLayer, scripted_layer, readout, dtype: torch.dtype, dims: Dict[str, int],
