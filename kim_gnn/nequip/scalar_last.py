@@ -216,18 +216,23 @@ def _eager_network(info, scripted_func):
     import logging
     import warnings
 
+    from importlib import metadata
+
+    try:
+        version = metadata.version("nequip")
+    except metadata.PackageNotFoundError:
+        version = None
+    if version is not None and not version.startswith(("0.5.", "0.6.")):
+        # (not imported: a modern nequip changes global torch settings at import)
+        raise NotApplicable(f"nequip {version} is installed here, not 0.5/0.6 (its structure is read with nequip 0.5/0.6)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import e3nn
-            import nequip
             from nequip.model import model_from_config
             from nequip.utils import Config
     except Exception as exc:  # ImportError, or a nequip whose API differs
         raise NotApplicable(f"nequip 0.5/0.6 and e3nn are not importable here ({type(exc).__name__})") from None
-    version = getattr(nequip, "__version__", "")
-    if not version.startswith(("0.5.", "0.6.")):
-        raise NotApplicable(f"nequip {version} is installed here, not 0.5/0.6")
     if not info.config.get("model_builders"):
         raise NotApplicable("the file's metadata holds no training config (model_builders)")
 
