@@ -230,6 +230,8 @@ def test_cli_no_prune_is_recorded_and_shown_by_info(nequip_models, mace_models, 
             assert main(["info", str(out), "--json"]) == 0
             info = json.loads(capsys.readouterr().out)
             assert info["detail.pruned"] == expected, (kind, flags)
+            if kind == "nequip":  # and the scalar-only last layer with it
+                assert info["detail.scalar_only_last_layer"] == expected, info
 
 
 def _node_kinds(block, kinds):
