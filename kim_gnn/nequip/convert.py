@@ -324,6 +324,8 @@ def _scalar_only_last_layer(info: NequIPModelInfo, func, wrapped: list) -> str:
         wrapped[-1] = scalar_last.build(info, func, names[last], names[last + 1])
     except scalar_last.NotApplicable as exc:
         return str(exc)
+    except Exception as exc:  # a model layout the builder did not foresee: the whole layer is always exact
+        return f"the scalar-only last layer could not be built ({type(exc).__name__}: {first_line(exc)})"
     return ""
 
 
