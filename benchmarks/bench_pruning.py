@@ -12,6 +12,11 @@ energy + forces call of each model on the same structure, in one process:
              (run_on_graphs: forward + backward + force folding)
   pruned     the default conversion (only the work that reaches a
              contributing atom), same call
+  whole_last NequIP only: pruned, but with the whole last layer
+             (scalar_only_last_layer=False), same call; whole_last / pruned
+             is what the scalar-only last layer saves (it computes only the
+             tensor-product paths, radial weights and outputs that feed the
+             scalar readout, which the original computes in full)
   kernels    the pruned model converted with --kernels kim_gnn (kim-gnn's
              deterministic CSR kernels), same call; null where the op
              library is not built
@@ -59,6 +64,12 @@ from kim_gnn.reference import default_dtype  # noqa: E402
 
 DEFAULT_REPLICAS = (2, 4, 8)  # 64, 512, 4096 atoms
 SIDES = ("original", "unpruned", "pruned")
+#: Extra converted variants per architecture: (side, conversion options).
+VARIANTS = {
+    "nequip": (("pruned", {"prune": True}), ("unpruned", {"prune": False}),
+               ("whole_last", {"prune": True, "scalar_only_last_layer": False})),
+    "mace": (("pruned", {"prune": True}), ("unpruned", {"prune": False})),
+}
 
 
 def parse_args(argv=None):
@@ -110,7 +121,7 @@ def nequip_models(dtype: str, seed: int, tmp: str):
 
         return data["edge_index"].shape[1], call
 
-    return original_side, _converted(convert_nequip, deployed, tmp, f"nequip-{dtype}"), 0
+    return original_side, _converted(convert_nequip, deployed, tmp, f"nequip-{dtype}", VARIANTS["nequip"]), 0
 
 
 def mace_models(dtype: str, seed: int, tmp: str):
@@ -132,15 +143,18 @@ def mace_models(dtype: str, seed: int, tmp: str):
 
         return batch["edge_index"].shape[1], call
 
-    return original_side, _converted(convert_mace, model, tmp, f"mace-{dtype}"), 1
+    return original_side, _converted(convert_mace, model, tmp, f"mace-{dtype}", VARIANTS["mace"]), 1
 
 
-def _converted(convert, source, tmp, name):
+def _converted(convert, source, tmp, name, variants):
     models = {}
-    for side, prune in (("pruned", True), ("unpruned", False)):
+    for side, options in variants:
         path = os.path.join(tmp, f"{name}-{side}.pt")
-        convert(source, prune=prune).save(path)
+        convert(source, **options).save(path)
         models[side] = load_staged_model(path)
+    if "whole_last" in models and models["pruned"][1].details.get("scalar_only_last_layer") != "true":
+        progress("warning: the pruned NequIP model has no scalar-only last layer "
+                 f"({models['pruned'][1].details.get('scalar_only_last_layer_reason')})")
     from kim_gnn import kernels
 
     if kernels.available():  # the kernels column: pruned + --kernels kim_gnn
@@ -182,10 +196,10 @@ def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
     graphs = build_staged_graphs(atoms, spec.species, spec.cutoff, spec.num_layers)
     n_edges_original, original_call = original_side(atoms)
     calls = {"original": original_call}
-    for side in ("unpruned", "pruned", "kernels"):
-        if side in staged:
-            module = staged[side][0]
-            calls[side] = (lambda m: (lambda: run_on_graphs(m, graphs, len(atoms), volume).energy))(module)
+    sides = list(SIDES) + [side for side in staged if side not in SIDES]
+    for side in sides[1:]:
+        module = staged[side][0]
+        calls[side] = (lambda m: (lambda: run_on_graphs(m, graphs, len(atoms), volume).energy))(module)
     energies = {side: call() for side, call in calls.items()}
     row = {
         "replicas": replicas,
@@ -196,26 +210,27 @@ def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
         "energy_diff_unpruned_eV": abs(energies["unpruned"] - energies["original"]),
         "energy_diff_pruned_eV": abs(energies["pruned"] - energies["original"]),
     }
-    for side in ("unpruned", "pruned"):
+    for side in sides[1:]:
+        row[f"energy_diff_{side}_eV"] = abs(energies[side] - energies["original"])
         if row[f"energy_diff_{side}_eV"] > 1e-4 * max(1.0, abs(energies["original"])):
             progress(f"warning: {side} and original energies differ by {row[f'energy_diff_{side}_eV']:.3g} eV")
     # above --large the energy-check call above is the only warmup
     repeats, warmup = (1, 0) if len(atoms) > args.large else (args.repeats, args.warmup)
     row["repeats"], row["warmup"] = repeats, warmup
     with OtherCpuLoad() as load:
-        for side in SIDES:
+        for side in sides:
             progress(f"  {len(atoms)} atoms: {side}")
             row[side] = timed(calls[side], repeats, warmup)
-        row["kernels"] = None
-        if "kernels" in calls:
-            progress(f"  {len(atoms)} atoms: kernels")
-            row["kernels"] = timed(calls["kernels"], repeats, warmup)
-            row["energy_diff_kernels_eV"] = abs(energies["kernels"] - energies["original"])
-    t = {side: row[side]["median_s"] for side in SIDES}
+    row.setdefault("kernels", None)  # null where the op library is not built
+    t = {side: row[side]["median_s"] for side in sides if row[side]}
     row["ratio_unpruned"] = t["unpruned"] / t["original"]
     row["ratio_pruned"] = t["pruned"] / t["original"]
     row["speedup_pruning"] = t["unpruned"] / t["pruned"]
-    row["speedup_kernels"] = t["pruned"] / row["kernels"]["median_s"] if row["kernels"] else None
+    if "whole_last" in t:
+        row["ratio_whole_last"] = t["whole_last"] / t["original"]
+        # what the scalar-only last layer saves: pruned with the whole last layer / pruned
+        row["speedup_scalar_last"] = t["whole_last"] / t["pruned"]
+    row["speedup_kernels"] = t["pruned"] / t["kernels"] if "kernels" in t else None
     row["peak_rss_mib"] = peak_rss_mib()
     row["other_processes_cpu_cores"] = load.cores
     return row
@@ -224,20 +239,27 @@ def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
 # --- output -------------------------------------------------------------------
 
 def print_table(arch: str, runs: dict) -> None:
+    whole = any("whole_last" in r for rows in runs.values() for r in rows)
     print(f"\n{arch}: median seconds per energy + forces call; ratios to the original; floor = edges into "
-          "needed receivers / original edges (nodes in brackets)")
-    header = (f"{'dtype':>7} {'atoms':>6} | {'original':>9} {'unpruned':>9} {'pruned':>9} {'kernels':>7} |"
-              f" {'unpr/orig':>9} {'pr/orig':>8} {'floor':>13} | {'unpr/pr':>7} {'others':>6}")
+          "needed receivers / original edges (nodes in brackets)"
+          + ("; whole-last = pruned with the whole last layer, wh/pr = what the scalar-only last layer saves"
+             if whole else ""))
+    extra = f" {'whole-last':>10}" if whole else ""
+    extra_ratio = f" {'wh/pr':>6}" if whole else ""
+    header = (f"{'dtype':>7} {'atoms':>6} | {'original':>9} {'unpruned':>9} {'pruned':>9}{extra} {'kernels':>7} |"
+              f" {'unpr/orig':>9} {'pr/orig':>8} {'floor':>13} | {'unpr/pr':>7}{extra_ratio} {'others':>6}")
     print(header)
     print("-" * len(header))
     for dtype, rows in runs.items():
         for r in rows:
             others = "n/a" if r["other_processes_cpu_cores"] is None else f"{r['other_processes_cpu_cores']:.2f}"
             floor = f"{r['floor_edges']:.2f} ({r['floor_nodes']:.2f})"
+            extra = f" {r['whole_last']['median_s']:>10.4f}" if whole else ""
+            extra_ratio = f" {r['speedup_scalar_last']:>6.2f}" if whole else ""
             kernels = "-" if not r.get("kernels") else f"{r['kernels']['median_s']:.4f}"
             print(f"{dtype:>7} {r['n_atoms']:>6} | {r['original']['median_s']:>9.4f} {r['unpruned']['median_s']:>9.4f}"
-                  f" {r['pruned']['median_s']:>9.4f} {kernels:>7} | {r['ratio_unpruned']:>9.2f} {r['ratio_pruned']:>8.2f}"
-                  f" {floor:>13} | {r['speedup_pruning']:>7.2f} {others:>6}")
+                  f" {r['pruned']['median_s']:>9.4f}{extra} {kernels:>7} | {r['ratio_unpruned']:>9.2f}"
+                  f" {r['ratio_pruned']:>8.2f} {floor:>13} | {r['speedup_pruning']:>7.2f}{extra_ratio} {others:>6}")
 
 
 def write_plot(arch: str, runs: dict, meta: dict, path: str) -> None:
@@ -253,6 +275,9 @@ def write_plot(arch: str, runs: dict, meta: dict, path: str) -> None:
                 label=f"unpruned / original ({dtype})")
         ax.plot(atoms, [r["ratio_pruned"] for r in rows], color=color, ls="-", marker="s", lw=2,
                 label=f"pruned / original ({dtype})")
+        if all("ratio_whole_last" in r for r in rows):
+            ax.plot(atoms, [r["ratio_whole_last"] for r in rows], color=color, ls="-.", marker="^", ms=3,
+                    label=f"pruned, whole last layer / original ({dtype})")
         ax.plot(atoms, [r["floor_edges"] for r in rows], color=color, ls="--", lw=1,
                 label=f"geometric floor ({dtype})")
     ax.axhline(1.0, color="grey", lw=0.8)

@@ -245,6 +245,8 @@ def test_cli_no_prune_is_recorded_and_shown_by_info(nequip_models, mace_models, 
             assert main(["info", str(out), "--json"]) == 0
             info = json.loads(capsys.readouterr().out)
             assert info["detail.pruned"] == expected, (kind, flags)
+            if kind == "nequip":  # and the scalar-only last layer with it
+                assert info["detail.scalar_only_last_layer"] == expected, info
 
 
 def _node_kinds(block, kinds):
@@ -259,7 +261,9 @@ def _node_kinds(block, kinds):
 def test_frozen_pruned_model_is_aten_operations_only(nequip_models, mace_models, kind):
     """What the stock driver can run: after freezing, every node of the graph
     is an aten or prim operation (no custom ops, no method calls left)."""
-    module, _ = _converted(kind, nequip_models, mace_models, 2, "float64")
+    module, spec = _converted(kind, nequip_models, mace_models, 2, "float64")
+    if kind == "nequip":  # the scalar-only last layer included
+        assert spec.details["scalar_only_last_layer"] == "true", spec.details
     kinds = _node_kinds(module.graph, set())
     assert kinds and all(k.startswith(("aten::", "prim::")) for k in kinds), sorted(kinds)
     assert "prim::CallMethod" not in kinds

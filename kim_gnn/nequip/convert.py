@@ -28,6 +28,7 @@ from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
+from .scalar_last import ScalarOnlyLastLayer
 from .staged import ReceiverLayer, StagedNequIP, WholeLayer
 
 METADATA_KEYS = (
@@ -308,7 +309,28 @@ def _info(path: str, module, metadata: Dict[str, str]) -> NequIPModelInfo:
     )
 
 
-def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None) -> torch.jit.ScriptModule:
+def _scalar_only_last_layer(info: NequIPModelInfo, func, wrapped: list, aggregation) -> str:
+    """Replace the last wrapped layer by its scalar-only form
+    (``scalar_last.py``) where that is proven exact; returns "" or the
+    reason it is not used."""
+    from . import scalar_last
+
+    names = [name for name, _ in func.named_children()]
+    kinds = [_original_name(child) for _, child in func.named_children()]
+    last = max(i for i, kind in enumerate(kinds) if kind == "ConvNetLayer")
+    if not isinstance(wrapped[-1], ReceiverLayer):
+        return "the last layer is not a plain ConvNetLayer(InteractionBlock) with a gate"
+    try:
+        wrapped[-1] = scalar_last.build(info, func, names[last], names[last + 1], aggregation)
+    except scalar_last.NotApplicable as exc:
+        return str(exc)
+    except Exception as exc:  # a model layout the builder did not foresee: the whole layer is always exact
+        return f"the scalar-only last layer could not be built ({type(exc).__name__}: {first_line(exc)})"
+    return ""
+
+
+def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
+                   scalar_only_last_layer: bool = True) -> torch.jit.ScriptModule:
     """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
     model that follows the TorchML driver contract.
 
@@ -324,6 +346,12 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None) -> t
     ``"kim_gnn"``: the pruned layers gather and sum with the kim_gnn op
     library (``kim_gnn/kernels.py``; deterministic CSR sums), which must be
     built, and loaded in any process that runs the model.
+
+    ``scalar_only_last_layer`` (default, pruned models only): where the
+    readout reads only scalar channels of the last layer, the last layer
+    computes only those (``scalar_last.py``); where that cannot be proven
+    exact (or nequip 0.5/0.6 is not importable to read the layer's
+    structure) the whole last layer is kept, and ``kim-gnn info`` says why.
     """
     from .. import kernels as kernel_lib
     from ..aggregation import make_aggregation
@@ -337,6 +365,12 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None) -> t
     scales, shifts = _rescale_factors(rescales, energy_field)
     wrapped = [ReceiverLayer(layer, make_aggregation(kernels)) if prune and _receiver_layer_applies(layer)
                else WholeLayer(layer) for layer in layers]
+    if not prune:
+        scalar_reason = "unpruned model"
+    elif not scalar_only_last_layer:
+        scalar_reason = "not requested"
+    else:
+        scalar_reason = _scalar_only_last_layer(info, func, wrapped, make_aggregation(kernels))
 
     staged = StagedNequIP(
         node_encoders=node_encoders,
@@ -368,8 +402,10 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None) -> t
             "torch_version": metadata.get("torch_version", ""),
             "e3nn_version": metadata.get("e3nn_version", ""),
             "pruned": "true" if prune else "false",
-            "receiver_only_layers": str(sum(isinstance(w, ReceiverLayer) for w in wrapped)),
+            "receiver_only_layers": str(sum(isinstance(w, (ReceiverLayer, ScalarOnlyLastLayer)) for w in wrapped)),
             "kernels": kernels,
+            "scalar_only_last_layer": "false" if scalar_reason else "true",
+            **({"scalar_only_last_layer_reason": scalar_reason} if scalar_reason else {}),
         },
     )
     return contract.script_staged(staged, spec, "NequIP")

@@ -32,11 +32,15 @@ def example_config(
     pair_style: Optional[str] = None,
     forces_only: bool = False,
     resnet: bool = False,
+    use_sc: bool = True,
+    parity: bool = True,
 ) -> dict:
     """A nequip 0.6 config; ``zbl=True`` is short for ``pair_style="ZBL"``
     (``"LJ"`` adds a simple Lennard-Jones term); ``forces_only`` builds the
     model without stress output (``ForceOutput``); ``resnet`` adds residual
-    updates where a layer's input and output irreps agree."""
+    updates where a layer's input and output irreps agree; ``use_sc=False``
+    drops the self-connections; ``parity=False`` builds features of one
+    parity per l."""
     if zbl:
         pair_style = "ZBL"
     builders = ["SimpleIrrepsConfig", "EnergyModel", "PerSpeciesRescale"]
@@ -52,9 +56,10 @@ def example_config(
         "r_max": float(r_max),
         "num_layers": int(num_layers),
         "l_max": int(l_max),
-        "parity": True,
+        "parity": bool(parity),
         "num_features": int(num_features),
         "resnet": bool(resnet),
+        "use_sc": bool(use_sc),
         "invariant_layers": 1,
         "invariant_neurons": 8,
         "num_basis": 8,
@@ -89,6 +94,8 @@ def build_example_nequip(
     pair_style: Optional[str] = None,
     forces_only: bool = False,
     resnet: bool = False,
+    use_sc: bool = True,
+    parity: bool = True,
 ) -> str:
     """Write a seeded random NequIP deployed model to ``out_file``; returns its path."""
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 on torch >= 2.6
@@ -111,7 +118,7 @@ def build_example_nequip(
     previous_level = logging.getLogger().level
     with tempfile.TemporaryDirectory(prefix="kim-gnn-nequip-") as tmp:
         config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp, pair_style,
-                                forces_only, resnet)
+                                forces_only, resnet, use_sc, parity)
         config_file = os.path.join(tmp, "config.yaml")
         with open(config_file, "w") as fh:
             yaml.safe_dump(config, fh)

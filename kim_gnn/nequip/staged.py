@@ -43,6 +43,14 @@ class WholeLayer(torch.nn.Module):
         return features if num_out < 0 else features[:num_out]
 
 
+class NoSelfConnection(torch.nn.Module):
+    """Stands for an absent self-connection (``use_sc: false``); never called,
+    but TorchScript compiles both branches of ``if self.has_sc``."""
+
+    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 class ReceiverLayer(torch.nn.Module):
     """A ``ConvNetLayer(InteractionBlock)`` whose node-wise work after the
     convolution runs only on the first ``num_out`` particles (the receivers
@@ -73,7 +81,7 @@ class ReceiverLayer(torch.nn.Module):
         self.linear_2 = conv.linear_2
         sc = getattr(conv, "sc", None)
         self.has_sc = isinstance(sc, torch.nn.Module)
-        self.sc = sc if self.has_sc else torch.nn.Identity()
+        self.sc = sc if self.has_sc else NoSelfConnection()
         self.nonlin = layer.equivariant_nonlin
         self.resnet = bool(layer.resnet)
         avg = getattr(conv, "avg_num_neighbors", None)

@@ -16,15 +16,16 @@ def is_modern(source) -> bool:
     return is_modern_module(source)
 
 
-def convert_nequip(source, type_map=None, prune=True, kernels=None):
+def convert_nequip(source, type_map=None, prune=True, kernels=None, scalar_only_last_layer=True):
     """Convert a NequIP model into a staged TorchScript model that follows the
     TorchML driver contract: a 0.5/0.6 ``deployed.pth``, or a nequip >= 0.7
     (0.19) ``.nequip.zip`` / ``.ckpt`` / compiled ``.nequip.pth`` / in-memory
     ``GraphModel``, NequIP or Allegro. ``type_map`` (element -> type name)
     applies to nequip >= 0.7 models only; ``prune`` (pruned staged execution,
-    the default) and ``kernels`` ("aten", the default, or "kim_gnn": the
-    deterministic CSR kernels of ``kim_gnn/kernels.py``) to 0.5/0.6 models
-    only (nequip >= 0.7 models are converted unpruned and aten-only for now)."""
+    the default), ``kernels`` ("aten", the default, or "kim_gnn": the
+    deterministic CSR kernels of ``kim_gnn/kernels.py``) and
+    ``scalar_only_last_layer`` (the default) to 0.5/0.6 models only (nequip
+    >= 0.7 models are converted unpruned and aten-only for now)."""
     from ..errors import KimGnnError
 
     if is_modern(source):
@@ -46,4 +47,5 @@ def convert_nequip(source, type_map=None, prune=True, kernels=None):
         )
     from ..nequip.convert import convert_nequip as convert_nequip_legacy
 
-    return convert_nequip_legacy(source, prune=prune, kernels=kernels)
+    return convert_nequip_legacy(source, prune=prune, kernels=kernels,
+                                 scalar_only_last_layer=scalar_only_last_layer)

@@ -107,6 +107,20 @@ def test_legacy_conversions_run_in_the_modern_environment(tmp_path):
         energy = StagedExecutor(tmp_path / name).run(atoms).energy
         assert abs(energy - expected) < 1e-10 * max(1.0, abs(expected)), name
 
+    from kim_gnn import convert_nequip
+
+    # converting the 0.6 file here keeps its whole last layer (its structure
+    # is read with nequip 0.6, not installed here), says so, same numbers
+    from kim_gnn.executor import read_spec
+
+    assert read_spec(tmp_path / "nequip06.pt").details["scalar_only_last_layer"] == "true"
+    convert_nequip(tmp_path / "deployed.pth").save(tmp_path / "nequip06-modern.pt")
+    details = read_spec(tmp_path / "nequip06-modern.pt").details
+    assert details["scalar_only_last_layer"] == "false"
+    assert "is installed here, not 0.5/0.6" in details["scalar_only_last_layer_reason"]
+    energy = StagedExecutor(tmp_path / "nequip06-modern.pt").run(atoms).energy
+    assert abs(energy - expected_nequip) < 1e-10 * max(1.0, abs(expected_nequip))
+
     # verifying a 0.6 model needs nequip 0.6's own type mapping: the legacy environment
     from kim_gnn.errors import KimGnnError
     from kim_gnn.nequip.reference import NequIPOriginal
