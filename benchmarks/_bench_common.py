@@ -213,6 +213,22 @@ def print_table(rows) -> None:
           "others: CPU cores other processes kept busy meanwhile (should be ~0)")
 
 
+def finish_atoms_plot(fig, ax, path: str, ylabel: str, title: str, title_size: int = 9) -> None:
+    """Log-log axes over the atom count, labels, grid, legend; saved to ``path`` and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms (bulk Si supercell)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_plot(rows, meta: dict, path: str, title: str) -> None:
     """Log-log time vs atoms; ``title`` names the model, a second line the run."""
     import matplotlib
@@ -232,17 +248,8 @@ def write_plot(rows, meta: dict, path: str, title: str) -> None:
         ax.plot(atoms, [r[name]["median_s"] for r in rows], color=color, linestyle=line, marker="o", ms=3, label=label)
     ax.plot(atoms, [total_s(r, "original") for r in rows], "C0-", marker="s", lw=2, label="original: total")
     ax.plot(atoms, [total_s(r, "staged") for r in rows], "C3-", marker="s", lw=2, label="staged: total")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("atoms (bulk Si supercell)")
-    ax.set_ylabel("wall time per call [s] (median)")
-    ax.set_title(f"{title}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}",
-                 fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_atoms_plot(fig, ax, path, "wall time per call [s] (median)",
+                      f"{title}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}")
 
 
 def write_results(rows, meta: dict, out: str, name: str, title: str) -> None:

@@ -50,8 +50,8 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"(nequip|e3nn|ma
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "kim_e2e"))  # the LAMMPS runner of the end-to-end tests
 
-from _bench_common import (DEFAULT_REPLICAS, QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, peak_rss_mib, progress,
-                           run_meta, si_supercell, timed)
+from _bench_common import (DEFAULT_REPLICAS, QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, finish_atoms_plot, peak_rss_mib,
+                           progress, run_meta, si_supercell, timed)
 
 import lammps_e2e  # noqa: E402
 
@@ -280,17 +280,8 @@ def write_plot(rows, meta, path, title) -> None:
                 label=label, lw=2 if key == "total" else 1.2)
     ax.plot(atoms, [r["driver"]["forward"]["median_s"] + r["driver"]["backward"]["median_s"] for r in rows],
             color="C3", linestyle="--", marker="o", ms=3, label="driver: model (fwd + bwd)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("atoms (bulk Si supercell)")
-    ax.set_ylabel("wall time per call [s] (median)")
-    ax.set_title(f"{title}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}",
-                 fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_atoms_plot(fig, ax, path, "wall time per call [s] (median)",
+                      f"{title}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}")
 
 
 def main(argv=None) -> None:
@@ -298,8 +289,6 @@ def main(argv=None) -> None:
     reason = lammps_e2e.lammps_missing_reason()
     if reason:
         raise SystemExit(f"bench_driver: {reason}")
-    import torch
-
     from kim_gnn.executor import load_staged_model
 
     with tempfile.TemporaryDirectory(prefix="kim-gnn-bench-driver-") as tmp:

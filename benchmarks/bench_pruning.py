@@ -54,8 +54,8 @@ warnings.filterwarnings("ignore", category=UserWarning, message=r"The TorchScrip
 
 import torch  # noqa: E402
 
-from _bench_common import (QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, peak_rss_mib, progress,  # noqa: E402
-                           si_supercell, timed)
+from _bench_common import (QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, finish_atoms_plot, peak_rss_mib,  # noqa: E402
+                           progress, si_supercell, timed)
 
 from kim_gnn.executor import cell_volume, load_staged_model, run_on_graphs  # noqa: E402
 from kim_gnn.graphs import build_staged_graphs  # noqa: E402
@@ -281,17 +281,9 @@ def write_plot(arch: str, runs: dict, meta: dict, path: str) -> None:
         ax.plot(atoms, [r["floor_edges"] for r in rows], color=color, ls="--", lw=1,
                 label=f"geometric floor ({dtype})")
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("atoms (bulk Si supercell)")
-    ax.set_ylabel("time per energy + forces call / original's (median)")
-    ax.set_title(f"{arch} {meta['model']}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, "
-                 f"{meta['machine']}", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_atoms_plot(fig, ax, path, "time per energy + forces call / original's (median)",
+                      f"{arch} {meta['model']}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, "
+                      f"{meta['machine']}", title_size=8)
 
 
 def main(argv=None) -> None:
