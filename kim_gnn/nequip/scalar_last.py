@@ -34,7 +34,7 @@ importable, another config layout, a readout that reads more than the gate's
 scalars, a mismatch) keeps the whole last layer, with the reason recorded.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 

@@ -22,7 +22,6 @@ Tests that cannot run skip and say why; with ``KIM_GNN_E2E_REQUIRED=1``
 """
 
 import gc
-import os
 import re
 
 import numpy as np
