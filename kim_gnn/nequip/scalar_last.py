@@ -122,7 +122,8 @@ class ScalarOnlyLastLayer(torch.nn.Module):
     restricted_linear_1: bool
 
     def __init__(self, fc_hidden: List[torch.nn.Module], fc_last: torch.Tensor, linear_1: torch.nn.Module,
-                 h_columns: torch.Tensor, linear_1_blocks: Optional[List[LinearBlock]], paths: List[ScalarPath], linear_2: torch.Tensor,
+                 h_columns: torch.Tensor, linear_1_blocks: Optional[List[LinearBlock]], paths: List[ScalarPath],
+                 linear_2: torch.Tensor,
                  sc_rows: Optional[torch.Tensor], sc_matrix: Optional[torch.Tensor], acts: List[torch.nn.Module],
                  act_bounds: List[int], read_channels: torch.Tensor, out_dim: int, resnet: bool,
                  avg_num_neighbors: Optional[float], aggregation: Optional[torch.nn.Module] = None):
@@ -226,7 +227,8 @@ def _eager_network(info, scripted_func):
         version = None
     if version is not None and not version.startswith(("0.5.", "0.6.")):
         # (not imported: a modern nequip changes global torch settings at import)
-        raise NotApplicable(f"nequip {version} is installed here, not 0.5/0.6 (its structure is read with nequip 0.5/0.6)")
+        raise NotApplicable(f"nequip {version} is installed here, not 0.5/0.6 "
+                            "(its structure is read with nequip 0.5/0.6)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
