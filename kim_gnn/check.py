@@ -104,6 +104,7 @@ class _Model:
     """The converted model, loaded once, evaluated as the driver would."""
 
     def __init__(self, path):
+        self.path = os.fspath(path)
         self.executor = StagedExecutor(path)
         self.spec = self.executor.spec
         self.tol = tolerances_for(self.spec.model_dtype)
@@ -267,9 +268,47 @@ def _unsupported_element(species) -> str:
     return "Xe"
 
 
-def check_species(m: _Model) -> CheckResult:
-    import torch
+_SPECIES_PROBE = """
+import json, sys
+import torch
+from kim_gnn.executor import load_staged_model
+path, n, spacing, num_layers = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+module, _ = load_staged_model(path)
+coords = torch.tensor([[0.0, 0.0, 0.0], [spacing, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+edges = [torch.tensor([[0, 1], [1, 0]], dtype=torch.int64)] * num_layers
+try:
+    module(torch.tensor([0, n]), coords, *edges, torch.tensor([0, 0]))
+    out = {"accepted": True}
+except Exception as exc:
+    out = {"accepted": False, "error": str(exc)}
+print("KIM_GNN_PROBE " + json.dumps(out))
+"""
 
+
+def _probe_species_index(m: "_Model", n: int, spacing: float) -> Optional[str]:
+    """Call the model (loaded and frozen as the driver loads it, in a fresh
+    process) with species index ``n``; None if it refuses it with the
+    message that names its species count, else what went wrong."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _SPECIES_PROBE, m.path, str(n), repr(spacing),
+                           str(m.spec.num_layers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=600)
+    found = [line for line in proc.stdout.splitlines() if line.startswith("KIM_GNN_PROBE ")]
+    if proc.returncode < 0:
+        return f"species index {n} crashed the process running the model (signal {-proc.returncode})"
+    if proc.returncode != 0 or not found:
+        return f"species index {n}: the model could not be run ({first_line(proc.stderr.strip() or 'no output', 120)})"
+    out = json.loads(found[-1][len("KIM_GNN_PROBE "):])
+    if out["accepted"]:
+        return f"species index {n} was accepted by the model"
+    if f"has {n} species" not in out["error"]:
+        return f"species index {n} gives an unclear error: {first_line(out['error'], 120)}"
+    return None
+
+
+def check_species(m: _Model) -> CheckResult:
     spacing = nearest_neighbor_distance(m.spec.cutoff)
     problems = []
     for s in m.spec.species:
@@ -285,16 +324,14 @@ def check_species(m: _Model) -> CheckResult:
         problems.append(f"unsupported element {other} was accepted")
     except KimGnnError:
         pass
-    # the model itself, called with an index beyond its species (e.g. under KIM_MODEL_ELEMENTS_MAP)
+    # the model itself, called with an index beyond its species (e.g. under
+    # KIM_MODEL_ELEMENTS_MAP, from the first call on), as the driver loads it,
+    # in a fresh process: a model without the species guard may fail deep
+    # inside torch, or take the process down with it
     n = len(m.spec.species)
-    coords = torch.tensor([[0.0, 0.0, 0.0], [spacing, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
-    edges = [torch.tensor([[0, 1], [1, 0]], dtype=torch.int64)] * m.spec.num_layers
-    try:
-        m.executor.module(torch.tensor([0, n]), coords, *edges, torch.tensor([0, 0]))
-        problems.append(f"species index {n} was accepted by the model")
-    except Exception as exc:
-        if f"has {n} species" not in str(exc):
-            problems.append(f"species index {n} gives an unclear error: {first_line(exc, 120)}")
+    outcome = _probe_species_index(m, n, spacing)
+    if outcome is not None:
+        problems.append(outcome)
     detail = (f"{n} species work ({' '.join(m.spec.species)}); {other} and index {n} refused clearly"
               if not problems else "; ".join(problems))
     return CheckResult("species", not problems, detail, float(len(problems)))
@@ -433,7 +470,10 @@ def check_model(model, progress: Optional[Callable[[str], None]] = None, seed: i
             label = "<in-memory converted model>"
         else:
             path, label = model, os.fspath(model)
-        m = _Model(path)
+        return _check_loaded(_Model(path), label, start, seed, only, memory_calls, progress)
+
+
+def _check_loaded(m, label, start, seed, only, memory_calls, progress) -> CheckReport:
     spec = m.spec
     cases = {c.name: c.atoms for c in battery(spec.species, spec.cutoff, seed)}
     alloy, small, molecule = cases["triclinic_alloy"], cases["primitive_small_cell"], cases["molecule"]
