@@ -60,6 +60,8 @@ def test_kernels_model_passes_the_battery(request, name):
     spec = read_spec(path)
     assert spec.details["kernels"] == "kim_gnn" and spec.details["pruned"] == "true"
     assert kernels.archive_uses_ops(path)
+    if name == "nequip":  # the kernels do not cost the NequIP model its scalar-only last layer
+        assert spec.details["scalar_only_last_layer"] == "true", spec.details
     report = verify(source, path)
     assert report.passed, "\n" + report.summary()
 

@@ -504,7 +504,9 @@ def check(restricted: ScalarOnlyLastLayer, scripted_layer, readout, dtype: torch
         "node_attrs": torch.nn.functional.one_hot(species, dims["attrs"]).to(dtype),
         "edge_attrs": rand(num_edges, dims["edge_attrs"]),
         "edge_embedding": rand(num_edges, dims["edge_embedding"]),
-        "edge_index": torch.stack([torch.randint(0, num_out, (num_edges,), generator=generator),
+        # receivers (row 0) sorted, as the pruned model hands them to a layer
+        # (the kim_gnn kernels' CSR sums need that order; aten does not care)
+        "edge_index": torch.stack([torch.sort(torch.randint(0, num_out, (num_edges,), generator=generator))[0],
                                    torch.randint(0, num_in, (num_edges,), generator=generator)]),
     }
     with torch.no_grad():
