@@ -8,14 +8,15 @@ conversion time (``kernels="aten"`` or ``"kim_gnn"``):
 * ``KernelAggregation``: the kim_gnn op library (``csrc/``,
   ``kim_gnn/kernels.py``): ``kim_gnn::gather`` and ``kim_gnn::segment_sum``,
   whose sums run in a fixed order (bit-identical across calls, threads and
-  on the GPU). It needs the edges sorted by receiver (``PrunedStages`` with
-  ``sort_by_receiver``); ``plan`` computes, from the edges alone, the
+  on the GPU). It needs the edges sorted by receiver (``needs_sorted_edges``:
+  ``StagedRuntime`` sorts them); ``plan`` computes, from the edges alone, the
   receivers' CSR row pointer and the senders' sorting permutation and row
   pointer (for the deterministic backward of the gather).
 
-A layer calls ``plan`` once per graph, then ``gather`` and ``scatter`` with
-that plan. A model holds only the class it was converted with, so an aten
-model never names a kim_gnn op.
+``StagedRuntime.plan`` calls ``plan`` once per graph (the plan's ``routes``);
+a layer then calls ``gather`` and ``scatter`` with that route. A model holds
+only the class it was converted with, so an aten model never names a kim_gnn
+op.
 """
 
 from typing import List
@@ -24,6 +25,12 @@ import torch
 
 
 class AtenAggregation(torch.nn.Module):
+    needs_sorted_edges: bool
+
+    def __init__(self):
+        super().__init__()
+        self.needs_sorted_edges = False
+
     def plan(self, senders: torch.Tensor, receivers: torch.Tensor, num_in: int, num_out: int) -> List[torch.Tensor]:
         return []
 
@@ -43,6 +50,12 @@ class AtenAggregation(torch.nn.Module):
 
 
 class KernelAggregation(torch.nn.Module):
+    needs_sorted_edges: bool
+
+    def __init__(self):
+        super().__init__()
+        self.needs_sorted_edges = True
+
     def plan(self, senders: torch.Tensor, receivers: torch.Tensor, num_in: int, num_out: int) -> List[torch.Tensor]:
         """[receiver row pointer (num_out + 1), sender sorting permutation (E),
         sender row pointer (num_in + 1)]; receivers must be sorted."""
