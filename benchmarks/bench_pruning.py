@@ -59,7 +59,7 @@ from _bench_common import (QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, finish_ato
 
 from kim_gnn.executor import cell_volume, load_staged_model, run_on_graphs  # noqa: E402
 from kim_gnn.graphs import build_staged_graphs  # noqa: E402
-from kim_gnn.pruning import PrunedStages  # noqa: E402
+from kim_gnn.runtime import StagedRuntime  # noqa: E402
 from kim_gnn.reference import default_dtype  # noqa: E402
 
 DEFAULT_REPLICAS = (2, 4, 8)  # 64, 512, 4096 atoms
@@ -174,8 +174,8 @@ ARCHS = {"nequip": (nequip_models, NEQUIP), "mace": (mace_models, MACE)}
 def work_counts(graphs, receiver_row: int, n_atoms: int, n_edges_original: int) -> dict:
     """Needed sets and the edges into them, per layer, from the staged graphs."""
     edges = [torch.as_tensor(e) for e in graphs.edge_index]
-    _, counts, pruned_edges = PrunedStages(receiver_row)(edges, torch.as_tensor(graphs.contributions))
     num_layers = len(edges)
+    _, counts, pruned_edges, _ = StagedRuntime(num_layers, receiver_row).plan(edges, torch.as_tensor(graphs.contributions))
     needed_receivers = counts[:num_layers]  # layer using graph k needs B_k
     edges_into_needed = [int(e.shape[1]) for e in pruned_edges]
     return {

@@ -1,4 +1,4 @@
-"""Pruned staged execution (``kim_gnn/pruning.py``).
+"""Pruned staged execution (the core runtime, ``kim_gnn/runtime``).
 
 * The needed sets computed inside a model (the scripted core) equal a literal
   transcription of their definition on the driver's graphs.
@@ -14,7 +14,7 @@ import torch
 from kim_gnn import contract
 from kim_gnn.executor import load_staged_model
 from kim_gnn.graphs import build_staged_graphs
-from kim_gnn.pruning import PrunedStages, needed_levels, scatter_to_particles
+from kim_gnn.runtime import StagedRuntime, needed_levels
 from kim_gnn.structures import battery
 
 SPECIES = ("Si", "C")
@@ -49,7 +49,7 @@ def _torch_graphs(g):
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("receiver_row", [0, 1])
 def test_needed_sets_inside_the_model_equal_the_definition(num_layers, receiver_row):
-    stages = torch.jit.script(PrunedStages(receiver_row))
+    runtime = torch.jit.script(StagedRuntime(num_layers, receiver_row))
     levels_fn = torch.jit.script(needed_levels)
     for name, g in _structures(num_layers):
         graphs, contributions = _torch_graphs(g)
@@ -59,7 +59,8 @@ def test_needed_sets_inside_the_model_equal_the_definition(num_layers, receiver_
             assert {p for p, d in enumerate(levels) if d <= k} == needed, (name, k)
         assert all(d == num_layers + 1 for p, d in enumerate(levels) if p not in expected[-1]), name
 
-        perm, counts, edges = stages(graphs, contributions)
+        perm, counts, edges, routes = runtime.plan(graphs, contributions)
+        assert routes == [[]] * num_layers  # aten needs no route
         assert counts == [len(b) for b in expected], name
         for k, needed in enumerate(expected):
             assert set(perm[: counts[k]].tolist()) == needed, (name, k)  # every B_k is a prefix of perm
@@ -77,17 +78,37 @@ def test_needed_sets_inside_the_model_equal_the_definition(num_layers, receiver_
 
 @pytest.mark.parametrize("receiver_row", [0, 1])
 def test_sorted_by_receiver_is_a_stable_sort_of_the_same_edges(receiver_row):
-    """``sort_by_receiver`` (the kim_gnn kernels' CSR order): the same pruned
-    edges, sorted by receiver, keeping their order within a receiver."""
-    plain = torch.jit.script(PrunedStages(receiver_row))
-    stages = torch.jit.script(PrunedStages(receiver_row, sort_by_receiver=True))
+    """With the kim_gnn kernels (which need the kernels' CSR order) the
+    runtime keeps the same pruned edges, sorted by receiver, keeping their
+    order within a receiver. (The plan needs no op library: only the routes'
+    gathers and sums do.)"""
+    plain = torch.jit.script(StagedRuntime(3, receiver_row))
+    kernels = StagedRuntime(3, receiver_row, kernels="kim_gnn")
+    assert kernels.sort_by_receiver and not plain.sort_by_receiver
     for name, g in _structures(3):
         graphs, contributions = _torch_graphs(g)
-        _, _, expected = plain(graphs, contributions)
-        _, _, edges = stages(graphs, contributions)
+        expected = plain.plan(graphs, contributions).edges
+        plan = kernels.plan(graphs, contributions)
+        edges = plan.edges
         for k in range(3):
             order = torch.argsort(expected[k][receiver_row], stable=True)
             assert torch.equal(edges[k], expected[k][:, order]), (name, k)
+            # the route: the receivers' CSR row pointer over the first n_k particles
+            pointer = plan.routes[k][0]
+            assert pointer.shape[0] == plan.counts[k] + 1 and int(pointer[-1]) == edges[k].shape[1], (name, k)
+
+
+@pytest.mark.parametrize("receiver_row", [0, 1])
+def test_the_unpruned_model_runs_the_identity_plan(receiver_row):
+    """Unpruned: every particle, every edge, in the driver's order; the same
+    loop over layers then runs every layer on every particle of its graph."""
+    runtime = torch.jit.script(StagedRuntime(2, receiver_row, prune=False))
+    for name, g in _structures(2):
+        graphs, contributions = _torch_graphs(g)
+        perm, counts, edges, _ = runtime.plan(graphs, contributions)
+        n = g.num_particles
+        assert perm.tolist() == list(range(n)) and counts == [n, n, n], name
+        assert all(torch.equal(e, graph) for e, graph in zip(edges, graphs)), name
 
 
 def test_particles_outside_every_needed_set_exist_in_the_battery():
@@ -99,14 +120,26 @@ def test_particles_outside_every_needed_set_exist_in_the_battery():
     assert outside > 0
 
 
-def test_scatter_to_particles_is_float64_zero_elsewhere_and_differentiable():
-    perm = torch.tensor([3, 0, 2, 1])
-    values = torch.tensor([1.5, -2.0], dtype=torch.float32, requires_grad=True)
-    out = torch.jit.script(scatter_to_particles)(values, perm, 4)
+@pytest.mark.parametrize("prune", [True, False])
+def test_particle_energies_are_float64_zero_elsewhere_and_differentiable(prune):
+    """The energies of the plan's first n_0 particles go to their particles;
+    every non-contributing particle gets 0 (also on the identity plan, where
+    the model computed an energy for every particle)."""
+    contributions = torch.tensor([1, 0, 1, 0])
+    graphs = [torch.tensor([[0, 1, 3, 2], [1, 0, 2, 3]])]
+    runtime = torch.jit.script(StagedRuntime(1, 0, prune=prune))
+    plan = runtime.plan(graphs, contributions)
+    num = plan.counts[0]
+    values = torch.arange(1.0, num + 1.0, dtype=torch.float32).requires_grad_(True)
+    out = runtime.particle_energies(values, plan, contributions)
     assert out.dtype == torch.float64
-    assert out.tolist() == [-2.0, 0.0, 0.0, 1.5]
+    expected = [0.0] * 4
+    for position, particle in enumerate(plan.perm[:num].tolist()):
+        if particle in (1, 3):
+            expected[particle] = float(position + 1)
+    assert out.tolist() == expected
     out.sum().backward()
-    assert values.grad.tolist() == [1.0, 1.0]
+    assert values.grad.tolist() == [1.0 if p in (1, 3) else 0.0 for p in plan.perm[:num].tolist()]
 
 
 # --- poisoning ---------------------------------------------------------------

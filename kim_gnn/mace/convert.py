@@ -385,7 +385,7 @@ def _receiver_interaction(block, kind: str, kernels: str = "aten"):
     """The block as a ReceiverInteraction where it has exactly the parts that
     one reimplements the order of, else whole (still pruned, only not on
     receivers alone)."""
-    from ..aggregation import make_aggregation
+    from ..runtime import make_aggregation
     from .staged import ReceiverInteraction, WholeInteraction
 
     density = "Density" in kind
@@ -410,7 +410,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     with its provenance. The model passed in is not modified.
 
     ``prune`` (default): the model computes only what reaches a contributing
-    atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
+    atom's energy (``kim_gnn/runtime``); ``prune=False`` emits the
     unpruned staged model (every layer on every particle of its graph, as
     the architectures' own LAMMPS paths compute on each rank).
 
@@ -420,7 +420,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     sums), which must be built, and loaded in any process that runs the model.
     """
     from .. import kernels as kernel_lib
-    from ..aggregation import make_aggregation
+    from ..runtime import StagedRuntime, make_aggregation
     from .staged import StagedMACE, StagedZBL, WholeInteraction
 
     kernels = kernel_lib.check_choice(kernels, prune)
@@ -449,11 +449,10 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             atomic_numbers=model.atomic_numbers,
             head=head_index,
             model_dtype=dtype,
+            runtime=StagedRuntime(len(interactions), receiver_row=1, prune=bool(prune), kernels=kernels),
             pair_repulsion=(StagedZBL(model.pair_repulsion_fn, make_aggregation(kernels))
                             if info.pair_repulsion else None),
             scale_shift=model.scale_shift if info.model_class == "ScaleShiftMACE" else None,
-            prune=bool(prune),
-            sort_by_receiver=kernels == kernel_lib.KIM_GNN,
         )
         try:
             from e3nn.util import jit as e3nn_jit

@@ -17,11 +17,12 @@ the graph each one sees changes:
   particles) in the model's dtype (MACE's own ZBL forms ``14.3996 * Z * Z``
   in torch's default dtype; the driver runs with float32 as default).
 
-Pruned (the default, ``forward_pruned``): node embedding on ``B_L`` only,
-interaction i on the first ``n_{k+1}`` particles with the edges into the
-first ``n_k`` (``kim_gnn/pruning.py``), its message cut to those ``n_k`` rows
-before the product basis; E0, readouts, ZBL and scale/shift on the
-contributing particles only.
+The schedule is the core runtime's (``kim_gnn/runtime``): pruned (the
+default), the node embedding runs on ``B_L`` only, interaction i on the first
+``n_{k+1}`` particles of the plan with the edges into the first ``n_k``, its
+message cut to those ``n_k`` rows before the product basis; E0, readouts,
+ZBL and scale/shift on the contributing particles only. Unpruned, the same
+loop runs on the identity plan.
 
 Multi-head models are fixed to one head: its column of the readouts, E0 and
 scale/shift, and a constant mask in place of ``mask_head`` (which builds its
@@ -33,8 +34,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ..aggregation import AtenAggregation
-from ..pruning import PrunedStages, energies_of_contributing, scatter_to_particles
+from ..runtime import AtenAggregation, StagedRuntime
 
 
 class LinearHeadReadout(torch.nn.Module):
@@ -88,9 +88,10 @@ class NonLinearHeadReadout(torch.nn.Module):
 
 class NoPairRepulsion(torch.nn.Module):
     def forward(
-        self, x: torch.Tensor, node_attrs: torch.Tensor, edge_index: torch.Tensor, atomic_numbers: torch.Tensor
+        self, x: torch.Tensor, node_attrs: torch.Tensor, edge_index: torch.Tensor, atomic_numbers: torch.Tensor,
+        num_out: int, route: List[torch.Tensor],
     ) -> torch.Tensor:
-        return torch.zeros((node_attrs.shape[0],), dtype=node_attrs.dtype, device=node_attrs.device)
+        return torch.zeros((num_out,), dtype=node_attrs.dtype, device=node_attrs.device)
 
 
 class NoScaleShift(torch.nn.Module):
@@ -100,7 +101,8 @@ class NoScaleShift(torch.nn.Module):
 
 class StagedZBL(torch.nn.Module):
     """MACE's ZBL pair repulsion (0.3.x formula) on one graph, computed in
-    the dtype of the edge lengths whatever torch's default dtype is."""
+    the dtype of the edge lengths whatever torch's default dtype is, summed
+    into the first ``num_out`` particles (the receivers) along ``route``."""
 
     def __init__(self, zbl: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
@@ -118,6 +120,8 @@ class StagedZBL(torch.nn.Module):
         node_attrs: torch.Tensor,
         edge_index: torch.Tensor,
         atomic_numbers: torch.Tensor,
+        num_out: int,
+        route: List[torch.Tensor],
     ) -> torch.Tensor:
         sender = edge_index[0]
         receiver = edge_index[1]
@@ -145,14 +149,13 @@ class StagedZBL(torch.nn.Module):
             - (p * (p + 1.0) / 2) * torch.pow(r, p + 2)
         ) * (x < r_max)
         v_edges = 0.5 * v_edges * envelope
-        out = self.aggregation.sum_by_receiver(v_edges, receiver, node_attrs.shape[0])
+        out = self.aggregation.scatter(v_edges, receiver, num_out, route)
         return out.squeeze(-1)
 
 
 class WholeInteraction(torch.nn.Module):
     """A MACE interaction block called as it is (on every particle it is
-    given); message and self-connection cut to the first ``num_out`` rows
-    (all with -1)."""
+    given); message and self-connection cut to the first ``num_out`` rows."""
 
     def __init__(self, block: torch.nn.Module):
         super().__init__()
@@ -167,6 +170,7 @@ class WholeInteraction(torch.nn.Module):
         edge_index: torch.Tensor,
         cutoff: Optional[torch.Tensor],
         num_out: int,
+        route: List[torch.Tensor],
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         message, sc = self.block(
             node_attrs=node_attrs,
@@ -176,8 +180,6 @@ class WholeInteraction(torch.nn.Module):
             edge_index=edge_index,
             cutoff=cutoff,
         )
-        if num_out < 0:
-            return message, sc
         if sc is not None:
             sc = sc[:num_out]
         return message[:num_out], sc
@@ -197,8 +199,8 @@ class ReceiverInteraction(torch.nn.Module):
         m = skip_tp(m, attrs)                        # non-residual blocks
 
     The gather ``h[sender]`` and the scatter sums are ``aggregation``'s
-    (``kim_gnn/aggregation.py``: aten, or the kim_gnn kernels on
-    receiver-sorted edges).
+    (``kim_gnn/runtime/aggregation.py``: aten, or the kim_gnn kernels on
+    receiver-sorted edges), along the ``route`` the runtime planned.
     """
 
     residual: bool
@@ -229,9 +231,8 @@ class ReceiverInteraction(torch.nn.Module):
         edge_index: torch.Tensor,
         cutoff: Optional[torch.Tensor],
         num_out: int,
+        route: List[torch.Tensor],
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        if num_out < 0:
-            num_out = node_feats.shape[0]
         attrs_out = node_attrs[:num_out]
         sc: Optional[torch.Tensor] = None
         if self.residual:
@@ -242,14 +243,13 @@ class ReceiverInteraction(torch.nn.Module):
             tp_weights = tp_weights * cutoff
         sender = edge_index[0]
         receiver = edge_index[1]
-        plan = self.aggregation.plan(sender, receiver, node_feats.shape[0], num_out)
-        mji = self.conv_tp(self.aggregation.gather(h, sender, plan), edge_attrs, tp_weights)
-        message = self.aggregation.scatter(mji, receiver, num_out, plan)
+        mji = self.conv_tp(self.aggregation.gather(h, sender, route), edge_attrs, tp_weights)
+        message = self.aggregation.scatter(mji, receiver, num_out, route)
         if self.density:
             edge_density = torch.tanh(self.density_fn(edge_feats) ** 2)
             if cutoff is not None:
                 edge_density = edge_density * cutoff
-            density = self.aggregation.scatter(edge_density, receiver, num_out, plan)
+            density = self.aggregation.scatter(edge_density, receiver, num_out, route)
             message = self.linear(message) / (density + 1)
         else:
             message = self.linear(message) / self.avg_num_neighbors
@@ -265,7 +265,6 @@ class StagedMACE(torch.nn.Module):
     head: int
     has_scale_shift: bool
     last_readout_only: bool
-    prune: bool
 
     def __init__(
         self,
@@ -279,22 +278,21 @@ class StagedMACE(torch.nn.Module):
         atomic_numbers: torch.Tensor,
         head: int,
         model_dtype: torch.dtype,
+        runtime: StagedRuntime,
         pair_repulsion: Optional[torch.nn.Module] = None,
         scale_shift: Optional[torch.nn.Module] = None,
-        prune: bool = True,
-        sort_by_receiver: bool = False,
     ):
         super().__init__()
-        self.prune = prune
         # MACE sends along edge_index[0] -> edge_index[1]: the receiver is row 1.
-        # (sorted by receiver for the kim_gnn kernels' CSR sums)
-        self.stages = PrunedStages(receiver_row=1, sort_by_receiver=sort_by_receiver)
+        if runtime.receiver_row != 1 or runtime.num_layers != len(interactions):
+            raise ValueError("MACE's runtime has receiver row 1 and one graph per interaction")
+        self.runtime = runtime
         self.atomic_energies_fn = atomic_energies_fn
         self.node_embedding = node_embedding
         self.spherical_harmonics = spherical_harmonics
         self.radial_embedding = radial_embedding
         # WholeInteraction or ReceiverInteraction wrappers: (attrs, feats, edge
-        # attrs, edge feats, edge_index, cutoff, num_out) -> (message, sc).
+        # attrs, edge feats, edge_index, cutoff, num_out, route) -> (message, sc).
         self.interactions = torch.nn.ModuleList(interactions)
         self.products = torch.nn.ModuleList(products)
         self.readouts = torch.nn.ModuleList(readouts)
@@ -315,62 +313,12 @@ class StagedMACE(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
-        if self.prune:
-            return self.forward_pruned(species, coordinates, graphs, contributions)
-        pos = coordinates.to(self.model_dtype)
-        node_attrs = torch.nn.functional.one_hot(species, self.num_elements).to(self.model_dtype)
-        num_nodes = node_attrs.shape[0]
-        node_heads = torch.full((num_nodes,), self.head, dtype=torch.int64, device=species.device)
-
-        node_e0 = self.atomic_energies_fn(node_attrs)[:, self.head]
-        node_feats = self.node_embedding(node_attrs)
-
-        features: List[torch.Tensor] = []
-        lengths = torch.zeros((0, 1), dtype=self.model_dtype, device=pos.device)
-        edge_index = torch.zeros((2, 0), dtype=torch.int64, device=pos.device)
-        for i, (interaction, product) in enumerate(zip(self.interactions, self.products)):
-            edge_index = graphs[self.num_layers - 1 - i]
-            vectors = pos[edge_index[1]] - pos[edge_index[0]]
-            lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
-            edge_attrs = self.spherical_harmonics(vectors)
-            edge_feats, cutoff = self.radial_embedding(lengths, node_attrs, edge_index, self.atomic_numbers)
-            node_feats, sc = interaction(node_attrs, node_feats, edge_attrs, edge_feats, edge_index, cutoff, -1)
-            node_feats = product(node_feats=node_feats, sc=sc, node_attrs=node_attrs)
-            features.append(node_feats)
-
-        # After the loop, lengths and edge_index belong to edge_index_0.
-        pair = self.pair_repulsion(lengths, node_attrs, edge_index, self.atomic_numbers)
-        node_es: List[torch.Tensor] = [pair]
-        for i, readout in enumerate(self.readouts):
-            if self.last_readout_only:
-                node_es.append(readout(features[-1]))
-            else:
-                node_es.append(readout(features[i]))
-
-        if self.has_scale_shift:
-            inter = torch.sum(torch.stack(node_es, dim=0), dim=0)
-            inter = self.scale_shift(inter, node_heads)
-            energy = node_e0.to(torch.float64) + inter.to(torch.float64)
-        else:
-            energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
-        return energies_of_contributing(energy, contributions)
-
-    def forward_pruned(
-        self,
-        species: torch.Tensor,
-        coordinates: torch.Tensor,
-        graphs: List[torch.Tensor],
-        contributions: torch.Tensor,
-    ) -> torch.Tensor:
-        """Only what reaches a contributing atom (``kim_gnn/pruning.py``): in
-        the relabelled numbering interaction i runs on the first ``n_{k+1}``
-        particles with the edges into the first ``n_k``, and the product basis,
-        the readouts, E0 and ZBL on what is kept."""
-        perm, counts, edges = self.stages(graphs, contributions)
-        num_needed = counts[self.num_layers]
-        needed = perm[:num_needed]
-        pos = coordinates.index_select(0, needed).to(self.model_dtype)
-        node_attrs = torch.nn.functional.one_hot(species.index_select(0, needed), self.num_elements).to(
+        """In the plan's numbering interaction i runs on the first
+        ``n_{k+1}`` particles with the edges into the first ``n_k``, and the
+        product basis, the readouts, E0 and ZBL on what is kept."""
+        plan = self.runtime.plan(graphs, contributions)
+        pos = self.runtime.needed(coordinates, plan).to(self.model_dtype)
+        node_attrs = torch.nn.functional.one_hot(self.runtime.needed(species, plan), self.num_elements).to(
             self.model_dtype
         )
         node_feats = self.node_embedding(node_attrs)
@@ -379,10 +327,10 @@ class StagedMACE(torch.nn.Module):
         lengths = torch.zeros((0, 1), dtype=self.model_dtype, device=pos.device)
         edge_index = torch.zeros((2, 0), dtype=torch.int64, device=pos.device)
         for i, (interaction, product) in enumerate(zip(self.interactions, self.products)):
-            k = self.num_layers - 1 - i
-            num_in = counts[k + 1]
-            num_out = counts[k]
-            edge_index = edges[k]
+            k = self.runtime.graph_of_layer(i)
+            num_in = plan.counts[k + 1]
+            num_out = plan.counts[k]
+            edge_index = plan.edges[k]
             attrs_in = node_attrs[:num_in]
             vectors = pos[edge_index[1]] - pos[edge_index[0]]
             lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
@@ -391,17 +339,19 @@ class StagedMACE(torch.nn.Module):
             # Message and self-connection of the first num_out particles only:
             # the others' are not needed (and would be partial); the product
             # basis, the dominant node-wise cost, runs on those num_out.
-            message, sc = interaction(attrs_in, node_feats[:num_in], edge_attrs, edge_feats, edge_index, cutoff, num_out)
+            message, sc = interaction(attrs_in, node_feats[:num_in], edge_attrs, edge_feats, edge_index, cutoff,
+                                      num_out, plan.routes[k])
             node_feats = product(node_feats=message, sc=sc, node_attrs=node_attrs[:num_out])
             features.append(node_feats)
 
-        num_contributing = counts[0]
+        num_contributing = plan.counts[0]
         attrs_0 = node_attrs[:num_contributing]
         node_heads = torch.full((num_contributing,), self.head, dtype=torch.int64, device=species.device)
         node_e0 = self.atomic_energies_fn(attrs_0)[:, self.head]
-        # edge_index holds the edges into contributing atoms (graph 0); their
-        # senders are among the first n_1 particles.
-        pair = self.pair_repulsion(lengths, node_attrs[: counts[1]], edge_index, self.atomic_numbers)[:num_contributing]
+        # After the loop, lengths and edge_index belong to graph 0: the edges
+        # into the first n_0 particles, senders among the first n_1.
+        pair = self.pair_repulsion(lengths, node_attrs[: plan.counts[1]], edge_index, self.atomic_numbers,
+                                   num_contributing, plan.routes[0])
         node_es: List[torch.Tensor] = [pair]
         for i, readout in enumerate(self.readouts):
             if self.last_readout_only:
@@ -415,4 +365,4 @@ class StagedMACE(torch.nn.Module):
             energy = node_e0.to(torch.float64) + inter.to(torch.float64)
         else:
             energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
-        return scatter_to_particles(energy, perm, species.shape[0])
+        return self.runtime.particle_energies(energy, plan, contributions)

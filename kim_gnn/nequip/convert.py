@@ -339,7 +339,7 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
     naming the module for anything that cannot be converted exactly.
 
     ``prune`` (default): the model computes only what reaches a contributing
-    atom's energy (``kim_gnn/pruning.py``); ``prune=False`` emits the
+    atom's energy (``kim_gnn/runtime``); ``prune=False`` emits the
     unpruned staged model (every layer on every particle of its graph).
 
     ``kernels``: ``"aten"`` (default: aten ops only, runs with any torch) or
@@ -354,7 +354,7 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
     structure) the whole last layer is kept, and ``kim-gnn info`` says why.
     """
     from .. import kernels as kernel_lib
-    from ..aggregation import make_aggregation
+    from ..runtime import StagedRuntime, make_aggregation
 
     kernels = kernel_lib.check_choice(kernels, prune)
     path = os.fspath(path)
@@ -381,9 +381,8 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
         rescale_scales=scales,
         rescale_shifts=shifts,
         model_dtype=info.model_dtype,
+        runtime=StagedRuntime(len(wrapped), receiver_row=0, prune=bool(prune), kernels=kernels),
         readout_is_pair=[_original_name(m) in PAIR_POTENTIALS for m in readout],
-        prune=bool(prune),
-        sort_by_receiver=kernels == kernel_lib.KIM_GNN,
     )
     spec = StagedModelSpec(
         species=info.species,

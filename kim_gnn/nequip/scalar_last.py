@@ -38,7 +38,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..aggregation import AtenAggregation
+from ..runtime import AtenAggregation
 
 
 class ScalarPath(torch.nn.Module):
@@ -109,9 +109,9 @@ class LinearBlock(torch.nn.Module):
 
 class ScalarOnlyLastLayer(torch.nn.Module):
     """The last ``ConvNetLayer(InteractionBlock)`` computing only the output
-    channels the readout reads (``read_channels``); ``forward(data, num_out)``
-    returns the layer's full-width features on the first ``num_out``
-    particles (all with -1), zero outside the read channels."""
+    channels the readout reads (``read_channels``); ``forward(data, num_out,
+    route)`` returns the layer's full-width features on the first ``num_out``
+    particles, zero outside the read channels."""
 
     has_sc: bool
     resnet: bool
@@ -128,7 +128,7 @@ class ScalarOnlyLastLayer(torch.nn.Module):
                  act_bounds: List[int], read_channels: torch.Tensor, out_dim: int, resnet: bool,
                  avg_num_neighbors: Optional[float], aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
-        # gather / scatter-sum of the edges: aten, or the kim_gnn ops (kim_gnn/aggregation.py)
+        # gather / scatter-sum of the edges: aten, or the kim_gnn ops (kim_gnn/runtime/aggregation.py)
         self.aggregation = aggregation if aggregation is not None else AtenAggregation()
         self.fc_hidden = torch.nn.ModuleList(fc_hidden)
         self.register_buffer("fc_last", fc_last)
@@ -152,10 +152,8 @@ class ScalarOnlyLastLayer(torch.nn.Module):
         self.has_avg = avg_num_neighbors is not None
         self.avg_num_neighbors = float(avg_num_neighbors) if avg_num_neighbors is not None else 1.0
 
-    def forward(self, data: Dict[str, torch.Tensor], num_out: int) -> torch.Tensor:
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
         x = data["node_features"]
-        if num_out < 0:
-            num_out = x.shape[0]
         edge_src = data["edge_index"][1]
         edge_dst = data["edge_index"][0]
         x_out = x[:num_out]
@@ -174,8 +172,7 @@ class ScalarOnlyLastLayer(torch.nn.Module):
             h = torch.cat(blocks, dim=1)
         else:
             h = self.linear_1(x).index_select(1, self.h_columns)
-        plan = self.aggregation.plan(edge_src, edge_dst, x.shape[0], num_out)
-        h = self.aggregation.gather(h, edge_src, plan)
+        h = self.aggregation.gather(h, edge_src, route)
         y = data["edge_attrs"]
         parts: List[torch.Tensor] = []
         for path in self.paths:
@@ -183,7 +180,7 @@ class ScalarOnlyLastLayer(torch.nn.Module):
         edge_features = torch.cat(parts, dim=1)
         if self.has_avg:
             edge_features = edge_features.div(self.avg_num_neighbors**0.5)
-        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, plan)
+        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, route)
         out = torch.mm(aggregated, self.linear_2)
         if self.has_sc:
             attrs = data["node_attrs"][:num_out]
@@ -511,7 +508,9 @@ def check(restricted: ScalarOnlyLastLayer, scripted_layer, readout, dtype: torch
     }
     with torch.no_grad():
         full = scripted_layer(dict(data))["node_features"][:num_out]
-        mine = restricted(dict(data), num_out)
+        edges = data["edge_index"]
+        route = restricted.aggregation.plan(edges[1], edges[0], num_in, num_out)
+        mine = restricted(dict(data), num_out, route)
         read = restricted.read_channels
         tol = 1e-11 if dtype == torch.float64 else 2e-5
         err = float((full.index_select(1, read) - mine.index_select(1, read)).abs().max())

@@ -13,11 +13,12 @@ as they are; only their order of application changes:
 * the energy is the per-atom energy times the global scale(s), kept on
   contributing particles only.
 
-Pruned (the default, ``forward_pruned``): the same modules on the needed
-sets of ``kim_gnn/pruning.py`` only: encoders on ``B_L``, layer i on the
-first ``n_{k+1}`` particles with the edges into the first ``n_k``
+The schedule is the core runtime's (``kim_gnn/runtime``): pruned (the
+default), the encoders run on ``B_L``, layer i on the first ``n_{k+1}``
+particles of the plan with the edges into the first ``n_k``
 (``ReceiverLayer`` runs the node-wise work after the convolution on those
-``n_k`` only), readout on the contributing particles.
+``n_k`` only), the readout on the contributing particles; unpruned, the same
+loop runs on the identity plan.
 """
 
 
@@ -25,22 +26,20 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..aggregation import AtenAggregation
-from ..pruning import PrunedStages, energies_of_contributing, scatter_to_particles
+from ..runtime import AtenAggregation, StagedRuntime
 
 
 
 class WholeLayer(torch.nn.Module):
     """A scripted ``ConvNetLayer`` called as it is (on every particle it is
-    given); returns the new node features, first ``num_out`` rows (all with -1)."""
+    given); returns the new node features, first ``num_out`` rows."""
 
     def __init__(self, layer: torch.nn.Module):
         super().__init__()
         self.layer = layer
 
-    def forward(self, data: Dict[str, torch.Tensor], num_out: int) -> torch.Tensor:
-        features = self.layer(data)["node_features"]
-        return features if num_out < 0 else features[:num_out]
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
+        return self.layer(data)["node_features"][:num_out]
 
 
 class NoSelfConnection(torch.nn.Module):
@@ -62,8 +61,9 @@ class ReceiverLayer(torch.nn.Module):
         y = gate(linear_2(m) + sc) (+ x if resnet)
 
     Only ``linear_1`` (and the edge work) needs the senders. The gather and
-    the scatter sum are ``aggregation``'s (``kim_gnn/aggregation.py``: aten,
-    or the kim_gnn kernels on receiver-sorted edges).
+    the scatter sum are ``aggregation``'s (``kim_gnn/runtime/aggregation.py``:
+    aten, or the kim_gnn kernels on receiver-sorted edges), along the
+    ``route`` the runtime planned for this layer's edges.
     """
 
     has_sc: bool
@@ -88,24 +88,21 @@ class ReceiverLayer(torch.nn.Module):
         self.has_avg = avg is not None
         self.avg_num_neighbors = float(avg) if avg is not None else 1.0
 
-    def forward(self, data: Dict[str, torch.Tensor], num_out: int) -> torch.Tensor:
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
         weight = self.fc(data["edge_embedding"])
         x = data["node_features"]
-        if num_out < 0:
-            num_out = x.shape[0]
         edge_src = data["edge_index"][1]
         edge_dst = data["edge_index"][0]
         x_out = x[:num_out]
         sc = x_out
         if self.has_sc:
             sc = self.sc(x_out, data["node_attrs"][:num_out])
-        plan = self.aggregation.plan(edge_src, edge_dst, x.shape[0], num_out)
         h = self.linear_1(x)
-        edge_features = self.tp(self.aggregation.gather(h, edge_src, plan), data["edge_attrs"], weight)
+        edge_features = self.tp(self.aggregation.gather(h, edge_src, route), data["edge_attrs"], weight)
         if self.has_avg:
             edge_features = edge_features.div(self.avg_num_neighbors**0.5)
         # torch_runstats' scatter sum, into num_out rows
-        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, plan)
+        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, route)
         y = self.linear_2(aggregated)
         if self.has_sc:
             y = y + sc
@@ -119,7 +116,6 @@ class StagedNequIP(torch.nn.Module):
     model_dtype: torch.dtype
     energy_field: str
     num_layers: int
-    prune: bool
     readout_is_pair: List[bool]
 
     def __init__(
@@ -132,21 +128,21 @@ class StagedNequIP(torch.nn.Module):
         rescale_scales: List[float],
         rescale_shifts: List[float],
         model_dtype: torch.dtype,
+        runtime: StagedRuntime,
         readout_is_pair: List[bool] = (),
-        prune: bool = True,
-        sort_by_receiver: bool = False,
     ):
         super().__init__()
-        self.prune = prune
         # NequIP: edge_index[0] is the center (receiver), edge_index[1] the neighbor.
-        # (sorted by receiver for the kim_gnn kernels' CSR sums)
-        self.stages = PrunedStages(receiver_row=0, sort_by_receiver=sort_by_receiver)
+        if runtime.receiver_row != 0 or runtime.num_layers != len(layers):
+            raise ValueError("NequIP's runtime has receiver row 0 and one graph per layer")
+        self.runtime = runtime
         self.readout_is_pair = [bool(p) for p in readout_is_pair] or [False] * len(readout)
         if len(self.readout_is_pair) != len(readout):
             raise ValueError("readout_is_pair must flag every readout module")
         self.node_encoders = torch.nn.ModuleList(node_encoders)
         self.edge_encoders = torch.nn.ModuleList(edge_encoders)
-        # Each layer as a WholeLayer or ReceiverLayer: forward(data, num_out) -> features.
+        # Each layer a WholeLayer, ReceiverLayer or ScalarOnlyLastLayer:
+        # forward(data, num_out, route) -> features of the first num_out nodes.
         self.layers = torch.nn.ModuleList(layers)
         self.readout = torch.nn.ModuleList(readout)
         self.energy_field = energy_field
@@ -164,69 +160,35 @@ class StagedNequIP(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
-        if self.prune:
-            return self.forward_pruned(species, coordinates, graphs, contributions)
-        pos = coordinates.to(self.model_dtype)
-        atom_types = species.view(-1, 1)
+        """In the plan's numbering, layer i sees the first ``n_{k+1}``
+        particles and the edges into the first ``n_k``, and keeps ``n_k``
+        rows; the readout runs on the first ``n_0``."""
+        plan = self.runtime.plan(graphs, contributions)
+        pos = self.runtime.needed(coordinates, plan).to(self.model_dtype)
+        atom_types = self.runtime.needed(species, plan).view(-1, 1)
         nodes: Dict[str, torch.Tensor] = {"pos": pos, "atom_types": atom_types}
         for encoder in self.node_encoders:
             nodes = encoder(nodes)
 
         data: Dict[str, torch.Tensor] = nodes
         for i, layer in enumerate(self.layers):
+            k = self.runtime.graph_of_layer(i)
+            num_in = plan.counts[k + 1]
             # A fresh dict per graph: edge vectors, lengths and cutoffs are
             # cached in it by the encoders.
-            data = nodes.copy()
-            data["edge_index"] = graphs[self.num_layers - 1 - i]
-            for encoder in self.edge_encoders:
-                data = encoder(data)
-            data["node_features"] = layer(data, -1)
-            nodes["node_features"] = data["node_features"]
-
-        for module in self.readout:
-            data = module(data)
-
-        energy = data[self.energy_field].reshape(-1).to(torch.float64)
-        for k in range(self.rescale_scales.shape[0]):
-            energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
-        return energies_of_contributing(energy, contributions)
-
-    def forward_pruned(
-        self,
-        species: torch.Tensor,
-        coordinates: torch.Tensor,
-        graphs: List[torch.Tensor],
-        contributions: torch.Tensor,
-    ) -> torch.Tensor:
-        """Only what reaches a contributing atom (``kim_gnn/pruning.py``): in
-        the relabelled numbering, layer i sees the first ``n_{k+1}`` particles
-        and the edges into the first ``n_k``, and keeps ``n_k`` rows; the
-        readout runs on the ``n_0`` contributing particles."""
-        perm, counts, edges = self.stages(graphs, contributions)
-        needed = perm[: counts[self.num_layers]]
-        pos = coordinates.index_select(0, needed).to(self.model_dtype)
-        atom_types = species.index_select(0, needed).view(-1, 1)
-        nodes: Dict[str, torch.Tensor] = {"pos": pos, "atom_types": atom_types}
-        for encoder in self.node_encoders:
-            nodes = encoder(nodes)
-
-        data: Dict[str, torch.Tensor] = nodes
-        for i, layer in enumerate(self.layers):
-            k = self.num_layers - 1 - i
-            num_in = counts[k + 1]
             data = {}
             for key, value in nodes.items():
                 data[key] = value[:num_in]
-            data["edge_index"] = edges[k]
+            data["edge_index"] = plan.edges[k]
             for encoder in self.edge_encoders:
                 data = encoder(data)
-            data["node_features"] = layer(data, counts[k])
+            data["node_features"] = layer(data, plan.counts[k], plan.routes[k])
             nodes["node_features"] = data["node_features"]
 
-        # Node-wise readout on the contributing particles; pair terms on the
-        # last layer's graph (edges into contributing atoms, senders among the
-        # first n_1), added as NequIP adds them: pair + energy so far.
-        num_contributing = counts[0]
+        # Node-wise readout on the first n_0 particles; pair terms on the last
+        # layer's graph (edges into them, senders among the first n_1), added
+        # as NequIP adds them: pair + energy so far.
+        num_contributing = plan.counts[0]
         out: Dict[str, torch.Tensor] = {}
         for key, value in nodes.items():
             out[key] = value[:num_contributing]
@@ -246,4 +208,4 @@ class StagedNequIP(torch.nn.Module):
         energy = out[self.energy_field].reshape(-1).to(torch.float64)
         for k in range(self.rescale_scales.shape[0]):
             energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
-        return scatter_to_particles(energy, perm, species.shape[0])
+        return self.runtime.particle_energies(energy, plan, contributions)

@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import torch
 
-from ..pruning import energies_of_contributing
+from ..runtime import StagedRuntime
 
 
 class StagedNequIPModern(torch.nn.Module):
@@ -48,6 +48,8 @@ class StagedNequIPModern(torch.nn.Module):
         self.readout = torch.nn.ModuleList(readout)
         self.num_convolutions = len(layers)
         self.num_layers = max(1, len(layers))
+        # unpruned for now: the identity plan
+        self.runtime = StagedRuntime(self.num_layers, receiver_row=0, prune=False)
         self.energy_field = energy_field
         # KIM species index -> the model's atom type index
         self.register_buffer("type_of_species", torch.tensor(type_of_species, dtype=torch.int64))
@@ -84,4 +86,5 @@ class StagedNequIPModern(torch.nn.Module):
             data = readout_module(data)
 
         energy = data[self.energy_field].reshape(-1).to(torch.float64)
-        return energies_of_contributing(energy, contributions)
+        plan = self.runtime.plan(graphs, contributions)
+        return self.runtime.particle_energies(energy, plan, contributions)

@@ -43,11 +43,6 @@ class AtenAggregation(torch.nn.Module):
         index = receivers.view([-1] + [1] * (values.dim() - 1)).expand_as(values)
         return torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_add_(0, index, values)
 
-    def sum_by_receiver(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int) -> torch.Tensor:
-        """Sum over receivers without a plan (values [E, ...])."""
-        shape = [num_out] + list(values.shape[1:])
-        return torch.zeros(shape, dtype=values.dtype, device=values.device).index_add(0, receivers, values)
-
 
 class KernelAggregation(torch.nn.Module):
     needs_sorted_edges: bool
@@ -76,12 +71,6 @@ class KernelAggregation(torch.nn.Module):
     def scatter(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int,
                 plan: List[torch.Tensor]) -> torch.Tensor:
         return torch.ops.kim_gnn.segment_sum(values, plan[0])
-
-    def sum_by_receiver(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int) -> torch.Tensor:
-        """Sum over (sorted) receivers without a plan (values [E, ...])."""
-        receivers = receivers.contiguous()
-        ptr = torch.searchsorted(receivers, torch.arange(num_out + 1, dtype=receivers.dtype, device=receivers.device))
-        return torch.ops.kim_gnn.segment_sum(values, ptr)
 
 
 def make_aggregation(kernels: str) -> torch.nn.Module:

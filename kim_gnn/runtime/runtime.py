@@ -54,10 +54,12 @@ class StagedRuntime(torch.nn.Module):
         self.aggregation = make_aggregation(kernels)
         self.sort_by_receiver = bool(self.aggregation.needs_sorted_edges)
 
+    @torch.jit.export
     def graph_of_layer(self, layer: int) -> int:
         """Layer i (0 = first) convolves over ``edge_index_{L-1-i}``."""
         return self.num_layers - 1 - layer
 
+    @torch.jit.export
     def plan(self, graphs: List[torch.Tensor], contributions: torch.Tensor) -> StagePlan:
         num_particles = contributions.shape[0]
         if self.prune:
@@ -76,6 +78,7 @@ class StagedRuntime(torch.nn.Module):
                                                 counts[k + 1], counts[k]))
         return StagePlan(perm, counts, edges, routes)
 
+    @torch.jit.export
     def needed(self, values: torch.Tensor, plan: StagePlan) -> torch.Tensor:
         """The rows of ``B_L`` (the particles any layer reads), in the plan's
         order; ``values`` as given for the identity plan."""
@@ -83,6 +86,7 @@ class StagedRuntime(torch.nn.Module):
             return values
         return values.index_select(0, plan.perm[: plan.counts[self.num_layers]])
 
+    @torch.jit.export
     def particle_energies(self, values: torch.Tensor, plan: StagePlan, contributions: torch.Tensor) -> torch.Tensor:
         """The contract's per-particle energies ``[N]`` float64 from the
         energies of the first ``plan.counts[0]`` particles of the plan (the
