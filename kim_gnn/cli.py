@@ -64,6 +64,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _convert(adapter, source, **options):
+    """``adapter.convert`` with each ``OptimisationNotApplied`` warning
+    printed as one ``kim-gnn: warning: ...`` line on stderr (other warnings
+    go where they would have gone)."""
+    import warnings
+
+    from .errors import OptimisationNotApplied
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OptimisationNotApplied)
+        staged = adapter.convert(source, **options)
+    for w in caught:
+        if issubclass(w.category, OptimisationNotApplied):
+            print(f"kim-gnn: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return staged
+
+
 def cmd_convert(args) -> int:
     from .adapters import detect_adapter
     from .export import check_portable_model_target, write_portable_model
@@ -79,7 +98,7 @@ def cmd_convert(args) -> int:
     options = adapter.check_options({**_adapter_options(args), "prune": False if args.no_prune else None,
                                      "kernels": kernels})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
-    staged = adapter.convert(args.model, **options)
+    staged = _convert(adapter, args.model, **options)
     spec = staged.kim_gnn_spec
     path = write_portable_model(staged, out, driver_name=args.driver_name, force=args.force)
     recorded = "".join(f"; {name} {spec.details[name]}" for name in adapter.options if spec.details.get(name))
@@ -254,7 +273,7 @@ def cmd_example(args) -> int:
               file=sys.stderr)
         example.build(original, args.layers, args.dtype)
         print("converting to a staged KIM model ...", file=sys.stderr)
-        staged = adapter.convert(original)
+        staged = _convert(adapter, original)
         write_portable_model(staged, item, force=True)
         print("verifying against the original periodic model ...", file=sys.stderr)
         code = _run_verify(original, item, None, True, True, args.quiet, report_file, None)

@@ -25,3 +25,19 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
         return line
     cut = line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:")
     return cut + " ..."
+
+
+class OptimisationNotApplied(UserWarning):
+    """A conversion kept the slower exact form of part of a model (a layer
+    run whole, the whole last layer, aten sums where the kim_gnn kernels were
+    asked for). The message is one line: which optimisation, where, and why.
+    The converted model's spec records what was applied; ``kim-gnn convert``
+    prints these as ``kim-gnn: warning: ...`` on stderr."""
+
+
+def warn_not_applied(message: str) -> None:
+    """Warn (``OptimisationNotApplied``) that an optimisation was not
+    applied; ``message`` says which and why, on one line."""
+    import warnings
+
+    warnings.warn(" ".join(message.split()), OptimisationNotApplied, stacklevel=3)

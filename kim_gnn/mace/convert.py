@@ -31,7 +31,7 @@ import torch
 from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
-from ..errors import KimGnnError, UnsupportedModelError, first_line
+from ..errors import KimGnnError, UnsupportedModelError, first_line, warn_not_applied
 from ..reference import default_dtype
 from .detect import pickle_bytes
 
@@ -381,6 +381,26 @@ def _head_readout(readout, kind: str, head: int, num_heads: int, dtype: torch.dt
 INTERACTION_PARTS = {"linear_up", "conv_tp_weights", "conv_tp", "linear", "skip_tp", "reshape"}
 
 
+def receiver_interaction_reason(block, kind: str) -> str:
+    """"" where the block has exactly the parts ``ReceiverInteraction``
+    reimplements the order of; else why not (the block then runs whole:
+    still pruned, only not on receivers alone)."""
+    density = "Density" in kind
+    parts = INTERACTION_PARTS | ({"density_fn"} if density else set())
+    children = {name for name, _ in block.named_children()}
+    if kind not in SUPPORTED_INTERACTIONS:
+        return f"{kind} is not one of the RealAgnostic blocks it knows"
+    if hasattr(block, "conv_fusion"):
+        return f"{kind} uses a fused convolution (conv_fusion)"
+    if children != parts:
+        extra, missing = sorted(children - parts), sorted(parts - children)
+        return (f"{kind} parts differ from mace-torch 0.3's" + (f" (extra: {' '.join(extra)})" if extra else "")
+                + (f" (missing: {' '.join(missing)})" if missing else ""))
+    if not isinstance(getattr(block, "avg_num_neighbors", None), (int, float)):
+        return f"{kind}'s avg_num_neighbors is not a number"
+    return ""
+
+
 def _receiver_interaction(block, kind: str, kernels: str = "aten"):
     """The block as a ReceiverInteraction where it has exactly the parts that
     one reimplements the order of, else whole (still pruned, only not on
@@ -388,14 +408,49 @@ def _receiver_interaction(block, kind: str, kernels: str = "aten"):
     from ..runtime import make_aggregation
     from .staged import ReceiverInteraction, WholeInteraction
 
-    density = "Density" in kind
-    parts = INTERACTION_PARTS | ({"density_fn"} if density else set())
-    children = {name for name, _ in block.named_children()}
-    if (kind not in SUPPORTED_INTERACTIONS or hasattr(block, "conv_fusion") or children != parts
-            or not isinstance(getattr(block, "avg_num_neighbors", None), (int, float))):
+    if receiver_interaction_reason(block, kind):
         return WholeInteraction(block)
-    return ReceiverInteraction(block, residual="Residual" in kind, density=density,
+    return ReceiverInteraction(block, residual="Residual" in kind, density="Density" in kind,
                                aggregation=make_aggregation(kernels))
+
+
+def _numbers(indices: List[int]) -> str:
+    return " ".join(str(i + 1) for i in indices)
+
+
+def applied_optimisations(interactions: list, reasons: List[str], prune: bool, kernels: str,
+                          pair_repulsion: bool):
+    """(the spec's details on what was applied, one warning line per
+    optimisation asked for but not applied). Interactions are numbered from 1."""
+    receiver = [i for i, m in enumerate(interactions) if type(m).__name__ == "ReceiverInteraction"]
+    whole = [i for i, m in enumerate(interactions) if type(m).__name__ != "ReceiverInteraction"]
+    details = {
+        "pruned": "true" if prune else "false",
+        "receiver_only_interactions": str(len(receiver)),
+        "whole_interactions": str(len(whole)),
+    }
+    lines: List[str] = []
+    whole_reason = "; ".join(sorted({r for r in reasons if r}))
+    if prune and whole:
+        details["whole_interactions_reason"] = whole_reason
+        lines.append(f"receiver-only interactions not applied to interaction(s) {_numbers(whole)} of "
+                     f"{len(interactions)} (they run whole: pruned, but their node-wise work on every particle "
+                     f"they see): {whole_reason}")
+    # The kernels sum where kim-gnn's own modules do: receiver-only
+    # interactions (gather, message and density sums) and the ZBL term.
+    parts = []
+    if kernels == "kim_gnn":
+        if receiver:
+            parts.append(f"interactions {_numbers(receiver)}")
+        if pair_repulsion:
+            parts.append("ZBL")
+    details["kernels"] = "kim_gnn" if parts else "aten"
+    details["kernels_applied"] = "; ".join(parts) if parts else "none"
+    if kernels == "kim_gnn" and whole:
+        details["kernels_not_applied"] = f"interaction(s) {_numbers(whole)} (run whole, e3nn/aten sums)"
+        lines.append(f"--kernels kim_gnn not applied to interaction(s) {_numbers(whole)}: they run whole, "
+                     "their sums stay aten")
+    return details, lines
 
 
 def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module], head: Optional[str] = None,
@@ -433,9 +488,16 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     with default_dtype(dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = _copy_model(original).eval().to("cpu")  # a portable model is saved on the CPU
+        reasons = [receiver_interaction_reason(b, k) if prune else "" for b, k in zip(model.interactions,
+                                                                                      info.interactions)]
         interactions = [_receiver_interaction(b, k, kernels) if prune else WholeInteraction(b)
                         for b, k in zip(model.interactions, info.interactions)]
-        receiver_only = sum(type(m).__name__ == "ReceiverInteraction" for m in interactions)
+        applied, not_applied = applied_optimisations(interactions, reasons, bool(prune), kernels, info.pair_repulsion)
+        if applied["kernels"] == "aten" and kernels == "kim_gnn":
+            # nothing of the model would call the op library: make it an aten model
+            kernels = "aten"
+            interactions = [_receiver_interaction(b, k, kernels) if prune else WholeInteraction(b)
+                            for b, k in zip(model.interactions, info.interactions)]
         readouts = [_head_readout(r, READOUT_KINDS[k], head_index, len(info.heads), dtype)
                     for r, k in zip(model.readouts, info.readouts)]
         staged = StagedMACE(
@@ -489,11 +551,12 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             "atomic_numbers": " ".join(str(z) for z in info.atomic_numbers),
             "torch_version": torch.__version__,
             "e3nn_version": getattr(e3nn, "__version__", ""),
-            "pruned": "true" if prune else "false",
-            "receiver_only_interactions": str(receiver_only),
-            "kernels": kernels,
+            **applied,
         },
     )
     with default_dtype(dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return contract.script_staged(staged, spec, "MACE")
+        staged = contract.script_staged(staged, spec, "MACE")
+    for line in not_applied:
+        warn_not_applied(line)
+    return staged

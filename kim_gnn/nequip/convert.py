@@ -256,17 +256,24 @@ def _split_network(func) -> Tuple[list, list, list, list, str, List[str]]:
 CONV_PARTS = {"linear_1", "fc", "tp", "linear_2"}
 
 
-def _receiver_layer_applies(layer) -> bool:
-    """Whether the layer has exactly the parts ``ReceiverLayer`` reimplements
-    the order of; any other layer runs whole (still pruned, only not on
-    receivers alone)."""
+def receiver_layer_reason(layer) -> str:
+    """"" where the layer has exactly the parts ``ReceiverLayer``
+    reimplements the order of; else why not (the layer then runs whole:
+    still pruned, only not on receivers alone)."""
     layer_parts = {name for name, _ in layer.named_children()}
     conv_parts = {name for name, _ in layer.conv.named_children()}
-    return (
-        layer_parts == {"conv", "equivariant_nonlin"}
-        and CONV_PARTS <= conv_parts <= CONV_PARTS | {"sc"}
-        and _original_name(layer.equivariant_nonlin) in ("Gate", "Activation")
-    )
+    if layer_parts != {"conv", "equivariant_nonlin"}:
+        return f"ConvNetLayer parts {' '.join(sorted(layer_parts))} differ from conv + equivariant_nonlin"
+    if not CONV_PARTS <= conv_parts <= CONV_PARTS | {"sc"}:
+        return f"InteractionBlock parts {' '.join(sorted(conv_parts))} differ from linear_1 fc tp linear_2 (sc)"
+    nonlin = _original_name(layer.equivariant_nonlin)
+    if nonlin not in ("Gate", "Activation"):
+        return f"nonlinearity {nonlin} is neither Gate nor Activation"
+    return ""
+
+
+def _receiver_layer_applies(layer) -> bool:
+    return not receiver_layer_reason(layer)
 
 
 def inspect_nequip(path) -> NequIPModelInfo:
@@ -329,6 +336,49 @@ def _scalar_only_last_layer(info: NequIPModelInfo, func, wrapped: list, aggregat
     return ""
 
 
+def _layers_list(indices: List[int]) -> str:
+    return " ".join(str(i + 1) for i in indices)
+
+
+def applied_optimisations(wrapped: list, prune: bool, kernels: str, scalar_reason: str, whole_reason: str,
+                          pair_styles: List[str]) -> Tuple[Dict[str, str], List[str]]:
+    """(the spec's details on what was applied, one warning line per
+    optimisation asked for but not applied). Layers are numbered from 1."""
+    receiver = [i for i, w in enumerate(wrapped) if isinstance(w, (ReceiverLayer, ScalarOnlyLastLayer))]
+    whole = [i for i, w in enumerate(wrapped) if isinstance(w, WholeLayer)]
+    details = {
+        "pruned": "true" if prune else "false",
+        "receiver_only_layers": str(len(receiver)),
+        "whole_layers": str(len(whole)),
+        "scalar_only_last_layer": "false" if scalar_reason else "true",
+    }
+    warnings_out: List[str] = []
+    if prune and whole:
+        details["whole_layers_reason"] = whole_reason
+        warnings_out.append(f"receiver-only layers not applied to layer(s) {_layers_list(whole)} of {len(wrapped)} "
+                            f"(they run whole: pruned, but their node-wise work on every particle they see): "
+                            f"{whole_reason}")
+    if scalar_reason:
+        details["scalar_only_last_layer_reason"] = scalar_reason
+        if prune and scalar_reason != "not requested":
+            warnings_out.append(f"scalar-only last layer not applied (the whole last layer runs): {scalar_reason}")
+    # The kim_gnn kernels sum and gather where kim-gnn's own layers do; a
+    # whole layer and nequip's pair potentials sum with nequip's own scatter.
+    on_kernels = receiver if kernels == "kim_gnn" else []
+    details["kernels"] = "kim_gnn" if on_kernels else "aten"
+    details["kernels_applied"] = f"layers {_layers_list(on_kernels)}" if on_kernels else "none"
+    if kernels == "kim_gnn":
+        missing = []
+        if whole:
+            missing.append(f"layer(s) {_layers_list(whole)} (run whole, nequip's own scatter)")
+        if pair_styles:
+            missing.append(f"pair potential {' '.join(pair_styles)} (nequip's own scatter)")
+        if missing:
+            details["kernels_not_applied"] = "; ".join(missing)
+            warnings_out.append(f"--kernels kim_gnn not applied to {'; '.join(missing)}: those sums stay aten")
+    return details, warnings_out
+
+
 def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
                    scalar_only_last_layer: bool = True) -> torch.jit.ScriptModule:
     """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
@@ -349,11 +399,21 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
 
     ``scalar_only_last_layer`` (default, pruned models only): where the
     readout reads only scalar channels of the last layer, the last layer
-    computes only those (``scalar_last.py``); where that cannot be proven
-    exact (or nequip 0.5/0.6 is not importable to read the layer's
-    structure) the whole last layer is kept, and ``kim-gnn info`` says why.
+    computes only those (``scalar_last.py``).
+
+    Every optimisation asked for that cannot be applied exactly (a layer
+    whose parts ``ReceiverLayer`` does not know runs whole; the whole last
+    layer where the scalar-only one cannot be proven exact; aten sums where
+    the kernels do not reach) is kept in its slower exact form with one
+    ``OptimisationNotApplied`` warning line saying which and why, and the
+    spec's details record what was applied: ``pruned``,
+    ``receiver_only_layers`` / ``whole_layers`` (+ ``whole_layers_reason``),
+    ``scalar_only_last_layer`` (+ ``_reason``), ``kernels`` (``kim_gnn`` when
+    the model calls the op library), ``kernels_applied`` (which layers) and
+    ``kernels_not_applied``.
     """
     from .. import kernels as kernel_lib
+    from ..errors import warn_not_applied
     from ..runtime import StagedRuntime, make_aggregation
 
     kernels = kernel_lib.check_choice(kernels, prune)
@@ -363,14 +423,18 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
     func, rescales, _ = _unwrap(module)
     node_encoders, edge_encoders, layers, readout, energy_field, pair_styles = _split_network(func)
     scales, shifts = _rescale_factors(rescales, energy_field)
-    wrapped = [ReceiverLayer(layer, make_aggregation(kernels)) if prune and _receiver_layer_applies(layer)
-               else WholeLayer(layer) for layer in layers]
+    whole_reasons = [receiver_layer_reason(layer) if prune else "" for layer in layers]
+    wrapped = [ReceiverLayer(layer, make_aggregation(kernels)) if prune and not reason else WholeLayer(layer)
+               for layer, reason in zip(layers, whole_reasons)]
     if not prune:
         scalar_reason = "unpruned model"
     elif not scalar_only_last_layer:
         scalar_reason = "not requested"
     else:
         scalar_reason = _scalar_only_last_layer(info, func, wrapped, make_aggregation(kernels))
+    applied, not_applied = applied_optimisations(
+        wrapped, bool(prune), kernels, scalar_reason, "; ".join(sorted({r for r in whole_reasons if r})), pair_styles)
+    kernels = applied["kernels"]
 
     staged = StagedNequIP(
         node_encoders=node_encoders,
@@ -400,11 +464,10 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
             "global_scales": " ".join(repr(s) for s in scales),
             "torch_version": metadata.get("torch_version", ""),
             "e3nn_version": metadata.get("e3nn_version", ""),
-            "pruned": "true" if prune else "false",
-            "receiver_only_layers": str(sum(isinstance(w, (ReceiverLayer, ScalarOnlyLastLayer)) for w in wrapped)),
-            "kernels": kernels,
-            "scalar_only_last_layer": "false" if scalar_reason else "true",
-            **({"scalar_only_last_layer_reason": scalar_reason} if scalar_reason else {}),
+            **applied,
         },
     )
-    return contract.script_staged(staged, spec, "NequIP")
+    staged = contract.script_staged(staged, spec, "NequIP")
+    for line in not_applied:
+        warn_not_applied(line)
+    return staged

@@ -27,10 +27,11 @@ def _nequip_type_mapper(type_names, config):
 
     import warnings
 
-    # e3nn 0.4.4 loads its constants with torch.load, which torch >= 2.6 refuses by default
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    from .legacy_import import e3nn_importable
+
     try:
-        with warnings.catch_warnings():
+        # (e3nn 0.4.4 torch.loads its constants at import, which torch >= 2.6 refuses by default)
+        with warnings.catch_warnings(), e3nn_importable():
             warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
             from nequip.data.transforms import TypeMapper
     except ImportError:

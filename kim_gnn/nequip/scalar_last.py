@@ -38,6 +38,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..errors import first_line
 from ..runtime import AtenAggregation
 
 
@@ -226,14 +227,18 @@ def _eager_network(info, scripted_func):
         # (not imported: a modern nequip changes global torch settings at import)
         raise NotApplicable(f"nequip {version} is installed here, not 0.5/0.6 "
                             "(its structure is read with nequip 0.5/0.6)")
+    from .legacy_import import e3nn_importable
+
     try:
-        with warnings.catch_warnings():
+        # (e3nn 0.4.4 torch.loads its constants at import: allowed weights-only, for the import only)
+        with warnings.catch_warnings(), e3nn_importable():
             warnings.simplefilter("ignore")
             import e3nn
             from nequip.model import model_from_config
             from nequip.utils import Config
     except Exception as exc:  # ImportError, or a nequip whose API differs
-        raise NotApplicable(f"nequip 0.5/0.6 and e3nn are not importable here ({type(exc).__name__})") from None
+        raise NotApplicable(f"nequip 0.5/0.6 and e3nn are not importable here ({type(exc).__name__}: "
+                            f"{first_line(exc, 120)})") from None
     if not info.config.get("model_builders"):
         raise NotApplicable("the file's metadata holds no training config (model_builders)")
 
