@@ -62,6 +62,19 @@ def test_kernels_model_passes_the_battery(request, name):
     assert kernels.archive_uses_ops(path)
     if name == "nequip":  # the kernels do not cost the NequIP model its scalar-only last layer
         assert spec.details["scalar_only_last_layer"] == "true", spec.details
+        # every layer sums with the kernels; nequip's own ZBL module keeps its aten scatter, and says so
+        assert spec.details["kernels_applied"] == "layers 1 2 3", spec.details
+        assert spec.details["kernels_not_applied"] == "pair potential ZBL (nequip's own scatter)", spec.details
+    else:
+        assert spec.details["kernels_applied"] == "interactions 1 2; ZBL", spec.details
+        assert "kernels_not_applied" not in spec.details
+    # not the ZBL term alone (archive_uses_ops): each layer's aggregation is the kernels'
+    import torch
+
+    model = torch.jit.load(path).staged
+    layers = model.layers if name == "nequip" else model.interactions
+    kinds = [layer.aggregation.original_name for _, layer in layers.named_children()]
+    assert kinds == ["KernelAggregation"] * spec.num_layers, kinds
     report = verify(source, path)
     assert report.passed, "\n" + report.summary()
 

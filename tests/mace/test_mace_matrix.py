@@ -4,6 +4,7 @@ in a fresh process with default torch settings, mace and e3nn blocked)."""
 
 import pytest
 
+from kim_gnn.executor import read_spec
 from kim_gnn.harness import verify
 
 PLAIN = "RealAgnosticInteractionBlock"
@@ -73,11 +74,22 @@ EXTRAS = {
 }
 
 
+def _assert_all_applied(converted, num_interactions):
+    """Every optimisation applied: pruned, every interaction on receivers only."""
+    details = read_spec(converted).details
+    assert details["pruned"] == "true", details
+    assert details["receiver_only_interactions"] == str(num_interactions), details
+    assert details["whole_interactions"] == "0", details
+    assert details["kernels"] == "aten" and details["kernels_applied"] == "none", details
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("combo", MATRIX, ids=[_id(c) for c in MATRIX])
 def test_converted_model_equals_original(mace_models, combo):
     options = _options(combo)
-    report = verify(mace_models.model(**options), mace_models.converted(**options))
+    converted = mace_models.converted(**options)
+    _assert_all_applied(converted, options["num_interactions"])
+    report = verify(mace_models.model(**options), converted)
     assert report.passed, "\n" + report.summary()
     assert len(report.cases) == 13
 
@@ -87,7 +99,9 @@ def test_converted_model_equals_original(mace_models, combo):
 @pytest.mark.parametrize("name", sorted(EXTRAS))
 def test_further_options_equal_original(mace_models, name, dtype):
     options = dict(EXTRAS[name], model_dtype=dtype)
-    report = verify(mace_models.model(**options), mace_models.converted(**options))
+    converted = mace_models.converted(**options)
+    _assert_all_applied(converted, options["num_interactions"])
+    report = verify(mace_models.model(**options), converted)
     assert report.passed, "\n" + report.summary()
 
 

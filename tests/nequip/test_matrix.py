@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 
+from kim_gnn.executor import read_spec
 from kim_gnn.harness import verify
 
 MATRIX = list(itertools.product(
@@ -26,6 +27,13 @@ def _id(combo):
 def test_converted_model_equals_original(nequip_models, combo):
     layers, species, dtype, l_max, zbl = combo
     options = dict(num_layers=layers, species=species, model_dtype=dtype, l_max=l_max, zbl=zbl, seed=layers)
-    report = verify(nequip_models.deployed(**options), nequip_models.converted(**options))
+    converted = nequip_models.converted(**options)
+    # every optimisation applied: pruned, every layer on receivers only, the scalar-only last layer
+    details = read_spec(converted).details
+    assert details["pruned"] == "true", details
+    assert (details["receiver_only_layers"], details["whole_layers"]) == (str(layers), "0"), details
+    assert details["scalar_only_last_layer"] == "true", details
+    assert details["kernels"] == "aten" and details["kernels_applied"] == "none", details
+    report = verify(nequip_models.deployed(**options), converted)
     assert report.passed, "\n" + report.summary()
     assert len(report.cases) == 13
