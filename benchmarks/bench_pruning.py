@@ -32,6 +32,10 @@ Run by hand (not a test)::
 
     .venv/bin/python benchmarks/bench_pruning.py --threads 2      # full run
     .venv/bin/python benchmarks/bench_pruning.py --quick          # smoke run
+    .venv/bin/python benchmarks/bench_pruning.py --arch mace --mace-config default ell3 --threads 2
+
+``--mace-config ell3``: the MACE model with max_ell 3 and correlation 3
+(otherwise as the default one), written to pruning_mace_ell3.json/.png.
 
 Writes pruning_nequip.json/.png and pruning_mace.json/.png to --out and
 prints one table per architecture.
@@ -87,6 +91,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=RESULTS_DIR)
+    parser.add_argument("--mace-config", nargs="+", choices=sorted(MACE_CONFIGS), default=["default"],
+                        help="MACE model(s): 'default' (max_ell 2) and/or 'ell3' (max_ell 3, correlation 3); "
+                             "each writes its own pruning_mace*.json/.png (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 and 216 atoms, 1 repeat")
     args = parser.parse_args(argv)
     if args.quick:
@@ -98,6 +105,9 @@ def parse_args(argv=None):
 
 NEQUIP = {"num_layers": 3, "r_max": 4.0, "num_features": 32, "l_max": 2}
 MACE = {"num_interactions": 2, "r_max": 5.0, "num_channels": 32, "hidden_l": 1, "max_ell": 2, "correlation": 3}
+#: The MACE configurations --mace-config chooses from (hidden 32x0e+32x1o in both), and the suffix of
+#: their output files (pruning_mace{suffix}.json/.png).
+MACE_CONFIGS = {"default": (MACE, ""), "ell3": (dict(MACE, max_ell=3, correlation=3), "_ell3")}
 
 
 def nequip_models(dtype: str, seed: int, tmp: str):
@@ -124,12 +134,12 @@ def nequip_models(dtype: str, seed: int, tmp: str):
     return original_side, _converted(convert_nequip, deployed, tmp, f"nequip-{dtype}", VARIANTS["nequip"]), 0
 
 
-def mace_models(dtype: str, seed: int, tmp: str):
+def mace_models(dtype: str, seed: int, tmp: str, settings: dict = MACE):
     from kim_gnn.mace import convert_mace
     from kim_gnn.mace.example import build_example_mace
     from kim_gnn.mace.reference import MACEOriginal
 
-    model = build_example_mace(species=("Si",), model_dtype=dtype, seed=seed, **MACE)
+    model = build_example_mace(species=("Si",), model_dtype=dtype, seed=seed, **settings)
     original = MACEOriginal(model)
 
     def original_side(atoms):
@@ -291,8 +301,17 @@ def main(argv=None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
+    runs_to_do = []
     for arch in args.arch:
-        build, settings = ARCHS[arch]
+        if arch == "mace":
+            for name in args.mace_config:
+                settings, suffix = MACE_CONFIGS[name]
+                runs_to_do.append((arch, suffix, lambda d, s, t, settings=settings: mace_models(d, s, t, settings),
+                                   settings))
+        else:
+            build, settings = ARCHS[arch]
+            runs_to_do.append((arch, "", build, settings))
+    for arch, suffix, build, settings in runs_to_do:
         meta = {
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "torch_version": torch.__version__,
@@ -314,12 +333,12 @@ def main(argv=None) -> None:
                     progress(f"{arch} {dtype}: {8 * replicas ** 3} atoms")
                     rows.append(bench_size(replicas, original_side, staged, receiver_row, args))
                 runs[dtype] = rows
-        json_path = os.path.join(args.out, f"pruning_{arch}.json")
+        json_path = os.path.join(args.out, f"pruning_{arch}{suffix}.json")
         with open(json_path, "w") as fh:
             json.dump({"meta": meta, "results": runs}, fh, indent=2)
-        png_path = os.path.join(args.out, f"pruning_{arch}.png")
+        png_path = os.path.join(args.out, f"pruning_{arch}{suffix}.png")
         write_plot(arch, runs, meta, png_path)
-        print_table(arch, runs)
+        print_table(arch + (f" {settings}" if suffix else ""), runs)
         progress(f"wrote {json_path} and {png_path}")
         busy = sorted({r["n_atoms"] for rows in runs.values() for r in rows
                        if (r["other_processes_cpu_cores"] or 0.0) > 0.2})
