@@ -98,14 +98,16 @@ def build_example_nequip(
     parity: bool = True,
 ) -> str:
     """Write a seeded random NequIP deployed model to ``out_file``; returns its path."""
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # e3nn 0.4.4 on torch >= 2.6
     import logging
 
     import torch
     import yaml
 
+    from .legacy_import import e3nn_importable
+
     try:
-        with warnings.catch_warnings():
+        # (e3nn 0.4.4 torch.loads its constants at import: allowed weights-only, for the import only)
+        with warnings.catch_warnings(), e3nn_importable():
             warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
             from nequip.scripts.deploy import main as deploy_main
     except ImportError as exc:
