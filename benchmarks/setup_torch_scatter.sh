@@ -36,7 +36,8 @@ fi
 site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 base_site=$("$base/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 base_site=$(cd "$base_site" && pwd -P)
-echo "$base_site" > "$site/_kim_gnn_base_venv.pth"
+# addsitedir (not a plain path line): the base venv's own .pth files (editable installs) apply too
+echo "import site; site.addsitedir('$base_site')" > "$site/_kim_gnn_base_venv.pth"
 
 if "$venv/bin/python" -c "import torch_scatter" 2>/dev/null; then
     echo "torch-scatter is already built in $venv"
