@@ -33,7 +33,9 @@ from typing import Optional
 
 from .errors import KimGnnError
 
-#: Values of a converted model's ``details["kernels"]``.
+#: Values of a converted model's ``details["kernels"]``: ``kim_gnn`` when the model
+#: calls the op library (``details["kernels_applied"]`` says in which parts,
+#: ``details["kernels_not_applied"]`` which parts kept aten sums), else ``aten``.
 ATEN = "aten"
 KIM_GNN = "kim_gnn"
 CHOICES = (ATEN, KIM_GNN)
