@@ -69,7 +69,8 @@ def test_adapters_declare_packages_and_environment(toy_in_process):
     assert "toy plug-in" in environment_hint("toy")
     from kim_gnn.nequip_modern import load
 
-    assert load.LEGACY_ENV_HINT == environment_hint("nequip") and load.MODERN_ENV_HINT == environment_hint("nequip-modern")
+    assert load.LEGACY_ENV_HINT == environment_hint("nequip")
+    assert load.MODERN_ENV_HINT == environment_hint("nequip-modern")
     with pytest.raises(TypeError, match="import_names"):
         register_adapter(Adapter("bad", lambda p: False, None, None, None, import_names="bad"))
     with pytest.raises(KimGnnError, match="no adapter for architecture 'nope'"):
