@@ -194,7 +194,11 @@ def _discover() -> None:
             register_adapter(adapter)
     for adapter in _entry_point_adapters():
         if isinstance(adapter, Adapter) and adapter.name not in _registry:
-            register_adapter(adapter)
+            try:
+                register_adapter(adapter)
+            except (TypeError, KimGnnError) as exc:  # a broken plug-in must not stop every command
+                print(f"kim-gnn: warning: adapter {adapter.name!r} from an entry point was not registered: {exc}",
+                      file=sys.stderr)
 
 
 def registered_adapters() -> List[Adapter]:
