@@ -190,12 +190,16 @@ def _load_user_structures(structures, spec) -> List[Case]:
 
 def run_converted_in_fresh_process(model_file: str, jobs: List[dict], progress: Optional[Callable[[str], None]] = None) -> List[dict]:
     """Evaluate ``jobs`` with the converted model in a new interpreter with
-    default torch settings; returns one dict (or {'error': ...}) per job."""
+    default torch settings, in which every registered adapter's
+    ``import_names`` are unimportable; returns one dict (or {'error': ...})
+    per job."""
+    from .adapters import blocked_import_names
+
     with tempfile.TemporaryDirectory(prefix="kim-gnn-verify-") as tmp:
         job_file = os.path.join(tmp, "jobs.pkl")
         out_file = os.path.join(tmp, "results.pkl")
         with open(job_file, "wb") as fh:
-            pickle.dump({"model": model_file, "jobs": jobs}, fh)
+            pickle.dump({"model": model_file, "jobs": jobs, "blocked": list(blocked_import_names())}, fh)
         env = dict(os.environ)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)

@@ -8,6 +8,7 @@ import os
 from typing import Dict
 
 from ..adapters import Adapter, ExampleModel
+from .load import MODERN_ENV_HINT
 
 NAME = "nequip-modern"
 
@@ -92,6 +93,8 @@ ADAPTER = Adapter(
     },
     detect_module=detect_module,
     package="nequip",
+    import_names=("nequip", "allegro", "e3nn"),
+    environment_hint=MODERN_ENV_HINT,
     summary="nequip >= 0.7 NequIP / Allegro .nequip.zip, .ckpt, TorchScript .nequip.pth",
     exports={"convert_nequip_modern": "kim_gnn.nequip_modern.convert:convert_nequip_modern"},
     example={
