@@ -138,6 +138,7 @@ class KimGnnDriver
   std::vector<int> contributingFlags;
 
   static int Destroy(KIM::ModelDestroy * const modelDestroy);
+  static int Refresh(KIM::ModelRefresh * const modelRefresh);
   static int Compute(KIM::ModelCompute const * const modelCompute,
                      KIM::ModelComputeArguments const * const arguments);
   static int ComputeArgumentsCreate(
@@ -476,8 +477,11 @@ extern "C" int kim_gnn_model_driver_create(
       }
     }
 
-    // Neighbor list and influence distance. (No Refresh routine: the driver
-    // publishes no parameters, so nothing can change them.)
+    // Neighbor list and influence distance. The driver publishes no
+    // parameters, so nothing can change them; it still registers a Refresh
+    // routine (which sets them again), because simulators call
+    // ClearThenRefresh() (ASE's KIM calculator on every update) and the KIM
+    // API logs an error for a model that has neither parameters nor Refresh.
     driver->neighborCutoff = driver->cutoff;
     driver->influenceDistance = driver->cutoff * driver->numLayers;
     driver->modelWillNotRequestNeighborsOfNoncontributingParticles = 0;
@@ -488,6 +492,7 @@ extern "C" int kim_gnn_model_driver_create(
         &driver->modelWillNotRequestNeighborsOfNoncontributingParticles);
 
     KIM::ModelDestroyFunction * destroy = KimGnnDriver::Destroy;
+    KIM::ModelRefreshFunction * refresh = KimGnnDriver::Refresh;
     KIM::ModelComputeFunction * compute = KimGnnDriver::Compute;
     KIM::ModelComputeArgumentsCreateFunction * argumentsCreate
         = KimGnnDriver::ComputeArgumentsCreate;
@@ -498,6 +503,11 @@ extern "C" int kim_gnn_model_driver_create(
             KIM::LANGUAGE_NAME::cpp,
             true,
             reinterpret_cast<KIM::Function *>(destroy))
+        || modelDriverCreate->SetRoutinePointer(
+            KIM::MODEL_ROUTINE_NAME::Refresh,
+            KIM::LANGUAGE_NAME::cpp,
+            false,
+            reinterpret_cast<KIM::Function *>(refresh))
         || modelDriverCreate->SetRoutinePointer(
             KIM::MODEL_ROUTINE_NAME::Compute,
             KIM::LANGUAGE_NAME::cpp,
@@ -539,6 +549,22 @@ int KimGnnDriver::Destroy(KIM::ModelDestroy * const modelDestroy)
   KimGnnDriver * driver = nullptr;
   modelDestroy->GetModelBufferPointer(reinterpret_cast<void **>(&driver));
   delete driver;
+  return false;
+}
+
+// Nothing can change (no published parameters): hand the KIM API the same
+// influence distance and neighbor-list cutoff again, as Refresh must.
+int KimGnnDriver::Refresh(KIM::ModelRefresh * const modelRefresh)
+{
+  KimGnnDriver * driver = nullptr;
+  modelRefresh->GetModelBufferPointer(reinterpret_cast<void **>(&driver));
+  driver->neighborCutoff = driver->cutoff;
+  driver->influenceDistance = driver->cutoff * driver->numLayers;
+  modelRefresh->SetInfluenceDistancePointer(&driver->influenceDistance);
+  modelRefresh->SetNeighborListPointers(
+      1,
+      &driver->neighborCutoff,
+      &driver->modelWillNotRequestNeighborsOfNoncontributingParticles);
   return false;
 }
 
