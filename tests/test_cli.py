@@ -38,7 +38,7 @@ def test_convert_verify_info(deployed, tmp_path):
     out = tmp_path / ITEM
     code, stdout, err = run_cli("convert", deployed, "-o", out, "--quiet")
     assert code == 0, err
-    assert sorted(os.listdir(out)) == ["CMakeLists.txt", "file.param", "model.pt"]
+    assert sorted(os.listdir(out)) == ["CMakeLists.txt", "file.param", "kimspec.edn", "model.pt"]
     assert "C Si" in stdout and "influence distance 7" in stdout
 
     code, stdout, err = run_cli("verify", deployed, out, "--json", tmp_path / "report.json", "--quiet")
@@ -149,5 +149,5 @@ def test_example_builds_converts_and_verifies(architecture, tmp_path, capsys):
     out = capsys.readouterr().out
     item = tmp_path / adapter_named(architecture).example.item_name
     assert "PASSED: 13 passed" in out and str(item) in out
-    assert sorted(os.listdir(item)) == ["CMakeLists.txt", "file.param", "model.pt"]
+    assert sorted(os.listdir(item)) == ["CMakeLists.txt", "file.param", "kimspec.edn", "model.pt"]
     assert (tmp_path / "verify-report.json").exists()
