@@ -586,20 +586,12 @@ int KimGnnDriver::Refresh(KIM::ModelRefresh * const modelRefresh)
 {
   KimGnnDriver * driver = nullptr;
   modelRefresh->GetModelBufferPointer(reinterpret_cast<void **>(&driver));
-  if (driver->parameterCutoff != driver->cutoff
-      || driver->parameterNumLayers != driver->numLayers)
-  {
-    std::ostringstream message;
-    message << kDriverLabel << ": the cutoff (" << driver->cutoff
-            << " A) and num_layers (" << driver->numLayers
-            << ") are fixed by the trained model; the changed value was "
-               "refused and restored";
-    driver->parameterCutoff = driver->cutoff;
-    driver->parameterNumLayers = driver->numLayers;
-    LOG_ERROR(message.str());
-    std::fprintf(stderr, "%s\n", message.str().c_str());
-    return true;
-  }
+  bool const changed = driver->parameterCutoff != driver->cutoff
+                       || driver->parameterNumLayers != driver->numLayers;
+  driver->parameterCutoff = driver->cutoff;
+  driver->parameterNumLayers = driver->numLayers;
+  // Always hand the pointers back: ClearThenRefresh() cleared them, and a
+  // simulator may ask for the influence distance after a failed refresh.
   driver->neighborCutoff = driver->cutoff;
   driver->influenceDistance = driver->cutoff * driver->numLayers;
   modelRefresh->SetInfluenceDistancePointer(&driver->influenceDistance);
@@ -607,6 +599,18 @@ int KimGnnDriver::Refresh(KIM::ModelRefresh * const modelRefresh)
       1,
       &driver->neighborCutoff,
       &driver->modelWillNotRequestNeighborsOfNoncontributingParticles);
+  if (changed)
+  {
+    std::ostringstream message;
+    message << kDriverLabel << ": the cutoff (" << driver->cutoff
+            << " A) and num_layers (" << driver->numLayers
+            << ") are fixed by the trained model; the changed value was "
+               "refused and restored";
+    LOG_ERROR(message.str());
+    std::fprintf(stderr, "%s\n", message.str().c_str());
+    std::fflush(stderr);
+    return true;
+  }
   return false;
 }
 

@@ -136,10 +136,13 @@ def test_published_parameters_are_the_models_and_a_change_is_refused(installed_m
     assert params["cutoff"][1][0] == model.spec.cutoff and params["num_layers"][1][0] == model.spec.num_layers
     assert kim_log_error_lines(kim_log_dir) == []
     calc.set_parameters(cutoff=[[0], [model.spec.cutoff + 1.0]])
-    with pytest.raises(Exception):
-        atoms.positions[0] += 0.01
-        atoms.get_potential_energy()
-    assert any("fixed by the trained model" in line for line in kim_log_error_lines(kim_log_dir))
+    atoms.positions[0] += 0.01
+    try:
+        atoms.get_potential_energy()  # ClearThenRefresh() fails (kimpy 2.1 does not raise on it)
+    except Exception:
+        pass
+    assert any("fixed by the trained model; the changed value was refused and restored" in line
+               for line in kim_log_error_lines(kim_log_dir))
     assert calc.get_parameters(cutoff=[0])["cutoff"][1][0] == model.spec.cutoff
 
 
