@@ -408,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", parents=[common], help="convert a model file into a KIM portable model directory",
                        description=f"Read MODEL ({kinds}; the architecture is recognised "
                                    "from the file), rewrite it as staged graph convolution and write "
-                                   "a KIM portable model directory: CMakeLists.txt, file.param, model.pt. The directory "
+                                   "a KIM portable model directory: CMakeLists.txt, file.param, model.pt, "
+                                   "kimspec.edn. The directory "
                                    "name is the KIM item name. Nothing is left behind on failure.")
     p.add_argument("model", help=f"the trained model file ({kinds})")
     _add_adapter_options(p, "the model to convert")
