@@ -39,7 +39,8 @@ from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
 from . import load
-from .staged import ReceiverEdgewiseReduce, ReceiverLayer, StagedNequIPModern, WholeLayer
+from .staged import (AllegroLayer, ReceiverAllegro, ReceiverEdgewiseReduce, ReceiverLayer, StagedNequIPModern,
+                     WholeLayer)
 
 ARCHITECTURE = "nequip-modern"
 
@@ -487,22 +488,50 @@ def _warn(message: str) -> None:
     print(f"kim-gnn: warning: {message}", file=sys.stderr)
 
 
-def _wrap_layers(model: str, layers: list, kernels: str):
-    """(staged layers, number run on receivers only, why the others run whole)."""
+ALLEGRO_PARTS = {"first_layer_env_embed_projection", "_env_weighter", "avg_num_neighbors_norm", "latents", "tps"}
+ALLEGRO_ATTRIBUTES = ("num_layers", "num_scalar_features", "_n_scalar_outs", "tensor_basis_in_field",
+                      "tensor_features_in_field", "scalar_in_field", "scalar_out_field")
+
+
+def allegro_module_reason(module) -> str:
+    """"" where ``ReceiverAllegro`` reimplements this Allegro_Module."""
+    parts = set(_children(module))
+    if parts != ALLEGRO_PARTS:
+        return f"Allegro_Module parts {' '.join(sorted(parts))} differ from nequip-allegro 0.8's"
+    missing = [name for name in ALLEGRO_ATTRIBUTES if not hasattr(module, name)]
+    if missing or not hasattr(module._env_weighter, "weight_numel"):
+        return f"Allegro_Module lacks {' '.join(missing) or '_env_weighter.weight_numel'}"
+    sizes = (len(_children(module.latents)), len(_children(module.tps)), len(list(module._n_scalar_outs)))
+    if not sizes[0] == sizes[1] == sizes[2] == int(module.num_layers):
+        return "Allegro_Module's latents, tensor products and layer count disagree"
+    return ""
+
+
+def _wrap_layers(model: str, edge: list, layers: list, kernels: str):
+    """(edge modules, staged layers, number of layers whose node-wise work and
+    sums over edges run on the receivers only, why the others run whole)."""
     from ..runtime import make_aggregation
 
+    if model == "Allegro":
+        reduce = layers[0]
+        reasons = [r for r in (receiver_reduce_reason(reduce),) if r]
+        wrapped = WholeLayer(reduce, str(reduce.out_field)) if reasons else \
+            ReceiverEdgewiseReduce(reduce, make_aggregation(kernels))
+        at = [class_name(m) for m in edge].index("Allegro_Module")
+        allegro_reason = allegro_module_reason(edge[at])
+        if allegro_reason:
+            reasons.append(allegro_reason)
+        else:
+            wrapped = AllegroLayer(ReceiverAllegro(edge[at], make_aggregation(kernels)), edge[at + 1:], wrapped)
+            edge = edge[:at]
+        return edge, [wrapped], 0 if reasons else 1, "; ".join(reasons)
     wrapped, reasons = [], []
     for layer in layers:
-        if model == "Allegro":
-            reason = receiver_reduce_reason(layer)
-            wrapped.append(WholeLayer(layer, str(layer.out_field)) if reason
-                           else ReceiverEdgewiseReduce(layer, make_aggregation(kernels)))
-        else:
-            reason = receiver_layer_reason(layer)
-            wrapped.append(WholeLayer(layer) if reason else ReceiverLayer(layer, make_aggregation(kernels)))
+        reason = receiver_layer_reason(layer)
+        wrapped.append(WholeLayer(layer) if reason else ReceiverLayer(layer, make_aggregation(kernels)))
         if reason:
             reasons.append(reason)
-    return wrapped, len(layers) - len(reasons), "; ".join(sorted(set(reasons)))
+    return edge, wrapped, len(layers) - len(reasons), "; ".join(sorted(set(reasons)))
 
 
 def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, kernels: Optional[str] = None):
@@ -523,10 +552,12 @@ def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, ker
 
     ``kernels``: ``"aten"`` (default) or ``"kim_gnn"``: the layers' gathers
     and sums over edges use the kim_gnn op library (``kim_gnn/kernels.py``).
-    For Allegro that is the final ``EdgewiseReduce`` only: the environment
-    sums inside ``Allegro_Module`` stay aten (the spec says so, and a warning
-    line). A layer whose parts differ from what ``ReceiverLayer`` knows runs
-    whole (pruned, aten), with a warning line; the spec records what was
+    For Allegro that is the environment sums inside ``Allegro_Module`` and the
+    final ``EdgewiseReduce``; the gathers of the environment by center inside
+    allegro's tensor products stay aten (the spec says so, and a warning
+    line). A layer whose parts differ from what ``ReceiverLayer`` /
+    ``ReceiverAllegro`` know runs whole (pruned, aten), with a warning line;
+    the spec records what was
     applied (``pruned``, ``kernels``, ``receiver_only_layers``,
     ``whole_layers``, ``kernels_not_applied``).
     """
@@ -542,16 +573,16 @@ def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, ker
     if not compiled_file:
         # never touch the user's model: e3nn compiles in place
         node, edge, layers, readout = copy.deepcopy((node, edge, layers, readout))
-    wrapped, receiver_only, whole_reason = _wrap_layers(info.model, layers, kernels)
+    edge, wrapped, receiver_only, whole_reason = _wrap_layers(info.model, edge, layers, kernels)
     if whole_reason:
-        _warn(f"{len(layers) - receiver_only} of {len(layers)} layer(s) run whole (pruned, but node-wise work on "
-              f"every particle they see{', aten sums' if kernels != 'aten' else ''}): {whole_reason}")
+        _warn(f"{len(layers) - receiver_only} of {len(layers)} layer(s) run (partly) whole (pruned, but on every "
+              f"particle they see{', aten sums' if kernels != 'aten' else ''}): {whole_reason}")
     not_on_kernels = []
     if kernels != "aten":
         if whole_reason:
             not_on_kernels.append(f"{len(layers) - receiver_only} layer(s) run whole")
         if info.model == "Allegro":
-            not_on_kernels.append("Allegro_Module's environment sums and tensor-product gathers (inside the module)")
+            not_on_kernels.append("the gathers of the environment by center inside Allegro's tensor products")
     if not_on_kernels:
         _warn(f"--kernels kim_gnn applied to part of the {info.model} model only: "
               f"{'; '.join(not_on_kernels)} stay aten")

@@ -146,6 +146,97 @@ class ReceiverEdgewiseReduce(torch.nn.Module):
         return self.norm(normed)["node_features"] / (2.0**0.5)
 
 
+class ReceiverAllegro(torch.nn.Module):
+    """Allegro's ``Allegro_Module`` whose environment sums (over the edges of
+    each center) run through the runtime's aggregation into the first
+    ``num_out`` centers (the only ones an edge of the plan has), in
+    allegro's order (``allegro/nn/_allegro.py``):
+
+        projection = first_layer_env_embed_projection(two-body scalars)
+        per layer: env = norm(scatter_sum(env_weighter(tensor_basis, env_w), center))
+                   tensor_features = tp(tensor_features, env, center)   # gathers env by center
+                   latents = latent(cat(scalar features so far, scalars of tensor_features))
+
+    The gather of ``env`` by center stays inside allegro's tensor product
+    (aten ``index_select``)."""
+
+    num_layers: int
+    num_scalar_features: int
+    env_weight_numel: int
+    n_scalar_outs: List[int]
+    tensor_basis_in_field: str
+    tensor_features_in_field: str
+    scalar_in_field: str
+    scalar_out_field: str
+
+    def __init__(self, module: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
+        super().__init__()
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        self.projection = module.first_layer_env_embed_projection
+        self.env_weighter = module._env_weighter
+        self.norm = module.avg_num_neighbors_norm
+        # (a compiled file's ModuleLists are script modules, which TorchScript
+        # cannot iterate: hold their children in plain ones)
+        self.latents = torch.nn.ModuleList([m for _, m in module.latents.named_children()])
+        self.tps = torch.nn.ModuleList([m for _, m in module.tps.named_children()])
+        self.num_layers = int(module.num_layers)
+        self.num_scalar_features = int(module.num_scalar_features)
+        self.env_weight_numel = int(module._env_weighter.weight_numel)
+        self.n_scalar_outs = [int(n) for n in module._n_scalar_outs]
+        self.tensor_basis_in_field = str(module.tensor_basis_in_field)
+        self.tensor_features_in_field = str(module.tensor_features_in_field)
+        self.scalar_in_field = str(module.scalar_in_field)
+        self.scalar_out_field = str(module.scalar_out_field)
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        edge_center = data["edge_index"][0]
+        tensor_basis = data[self.tensor_basis_in_field]
+        tensor_features = data[self.tensor_features_in_field]
+        projection = self.projection(data[self.scalar_in_field])
+        accumulated = [torch.narrow(projection, -1, 0, self.num_scalar_features)]
+        env_w = torch.narrow(projection, -1, self.num_scalar_features, self.env_weight_numel)
+        layer_index = 0
+        for latent, tp in zip(self.latents, self.tps):
+            env = self.aggregation.scatter(self.env_weighter(tensor_basis, env_w), edge_center, num_out, route)
+            size0, size1, size2 = env.shape[0], env.shape[1], env.shape[2]
+            normed: Dict[str, torch.Tensor] = {"node_features": env.view(size0, size1 * size2),
+                                               "atom_types": data["atom_types"]}
+            env = self.norm(normed)["node_features"].view(size0, size1, size2)
+            tensor_features = tp(tensor_features, env, edge_center)
+            num_scalars = self.n_scalar_outs[layer_index]
+            scalars = tensor_features[:, :, :num_scalars].reshape(
+                tensor_features.shape[0], tensor_features.shape[1] * num_scalars
+            )
+            latents = latent(torch.cat(accumulated + [scalars], dim=-1))
+            accumulated.append(torch.narrow(latents, -1, 0, self.num_scalar_features))
+            if layer_index < self.num_layers - 1:
+                env_w = torch.narrow(latents, -1, self.num_scalar_features, self.env_weight_numel)
+            layer_index += 1
+        data[self.scalar_out_field] = torch.cat(accumulated, dim=-1)
+        return data
+
+
+class AllegroLayer(torch.nn.Module):
+    """Allegro's one staged layer: ``ReceiverAllegro``, the edge-wise modules
+    between it and the reduce (the edge energy readout), and the
+    ``EdgewiseReduce`` into the first ``num_out`` centers."""
+
+    out_field: str
+
+    def __init__(self, allegro: torch.nn.Module, edge_readout: List[torch.nn.Module], reduce: torch.nn.Module):
+        super().__init__()
+        self.allegro = allegro
+        self.edge_readout = torch.nn.ModuleList(edge_readout)
+        self.reduce = reduce
+        self.out_field = reduce.out_field
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
+        data = self.allegro(data, num_out, route)
+        for module in self.edge_readout:
+            data = module(data)
+        return self.reduce(data, num_out, route)
+
+
 class StagedNequIPModern(torch.nn.Module):
     """``layers``: each a ``ReceiverLayer`` / ``ReceiverEdgewiseReduce`` /
     ``WholeLayer``: ``forward(data, num_out, route)`` -> its ``out_field``
