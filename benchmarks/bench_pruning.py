@@ -207,7 +207,9 @@ def modern_models(architecture: str, settings: dict, dtype: str, seed: int, tmp:
     original = NequIPModernOriginal(compiled)
 
     def original_side(atoms):
-        data = original._data(atoms)
+        with load.restore_torch_state():
+            torch.set_default_dtype(torch.float64)  # nequip's input in its global dtype, as evaluate() builds it
+            data = original._data(atoms)
 
         def call():
             with load.restore_torch_state():

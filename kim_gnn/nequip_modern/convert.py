@@ -556,10 +556,9 @@ def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, ker
     final ``EdgewiseReduce``; the gathers of the environment by center inside
     allegro's tensor products stay aten (the spec says so, and a warning
     line). A layer whose parts differ from what ``ReceiverLayer`` /
-    ``ReceiverAllegro`` know runs whole (pruned, aten), with a warning line;
-    the spec records what was
-    applied (``pruned``, ``kernels``, ``receiver_only_layers``,
-    ``whole_layers``, ``kernels_not_applied``).
+    ``ReceiverAllegro`` know runs whole (pruned, aten), with a warning line.
+    The spec records what was applied (``pruned``, ``kernels``,
+    ``receiver_only_layers``, ``whole_layers``, ``kernels_not_applied``).
     """
     from .. import kernels as kernel_lib
     from ..runtime import StagedRuntime

@@ -231,3 +231,30 @@ def test_kernels_model_in_a_driver_process_without_kim_gnn(converted, tmp_path, 
         np.add.at(forces, g.image_of[real], one[f"{c}_forces"][real])
         scale = max(1.0, float(np.abs(expected.forces).max(initial=0.0)))
         np.testing.assert_allclose(forces, expected.forces, rtol=0, atol=1e-10 * scale, err_msg=case.name)
+
+
+def test_a_layer_with_unknown_parts_runs_whole_and_says_so(modern_models, capsys):
+    """A ConvNetLayer with a part ReceiverLayer does not know runs whole
+    (still pruned): one warning line, the spec records it, same numbers."""
+    import copy
+
+    import torch
+
+    from kim_gnn import convert_nequip
+
+    options = dict(species=SPECIES, num_layers=2, seed=41)
+    model = copy.deepcopy(modern_models.in_memory(**options))
+    model.model.func.layer1_convnet.extra = torch.nn.Identity()  # never called by the layer
+    capsys.readouterr()
+    staged = convert_nequip(model)
+    err = capsys.readouterr().err
+    details = staged.kim_gnn_spec.details
+    assert details["receiver_only_layers"] == "1" and details["whole_layers"] == "1", details
+    assert "extra" in details["whole_layers_reason"], details
+    assert err.count("kim-gnn: warning:") == 1 and "run (partly) whole" in err, err
+    reference = convert_nequip(modern_models.in_memory(**options))
+    assert reference.kim_gnn_spec.details["whole_layers"] == "0"
+    for case in battery(SPECIES, 4.0)[:4]:
+        g = _graphs(case.atoms, 2)
+        inputs = (g.species, g.positions, g.edge_index, g.contributions)
+        _assert_close(_run(staged, *inputs), _run(reference, *inputs), case.name)
