@@ -238,8 +238,9 @@ class AllegroLayer(torch.nn.Module):
 
 
 class StagedNequIPModern(torch.nn.Module):
-    """``layers``: each a ``ReceiverLayer`` / ``ReceiverEdgewiseReduce`` /
-    ``WholeLayer``: ``forward(data, num_out, route)`` -> its ``out_field``
+    """``layers``: each a ``ReceiverLayer`` / ``AllegroLayer`` /
+    ``ReceiverEdgewiseReduce`` / ``WholeLayer``: ``forward(data, num_out,
+    route)`` -> its ``out_field``
     on the first ``num_out`` particles. ``readout_is_edgewise`` flags the
     readout modules that run on the last graph's dict (pair potentials,
     ``AddRadialCutoffToData``); ``readout_is_pair`` those of them that add
