@@ -1,7 +1,13 @@
 """Original vs unpruned staged vs pruned staged, with the geometric floor.
 
 One command, both architectures, both dtypes, bulk Si 64 .. 4096 atoms: one
-energy + forces call of each model on the same structure, in one process:
+energy + forces call of each model on the same structure, in one process.
+In the legacy environment (.venv) the architectures are NequIP 0.6 and MACE;
+in the modern one (.venv-modern) the nequip >= 0.7 NequIP GNN
+(``nequip-modern``) and Allegro (``allegro``), whose original is the compiled
+TorchScript ``.nequip.pth`` (what nequip-compile writes) called with nequip's
+own periodic input (``NequIPModernOriginal``: ForceStressOutput, so it also
+computes the stress), and whose converted models come from that file:
 
   original   the architecture's own periodic model call, forces only (NequIP
              built with ForceOutput, MACE with compute_stress=False); its
@@ -33,12 +39,13 @@ Run by hand (not a test)::
     .venv/bin/python benchmarks/bench_pruning.py --threads 2      # full run
     .venv/bin/python benchmarks/bench_pruning.py --quick          # smoke run
     .venv/bin/python benchmarks/bench_pruning.py --arch mace --mace-config default ell3 --threads 2
+    .venv-modern/bin/python benchmarks/bench_pruning.py --arch nequip-modern allegro --threads 2
 
 ``--mace-config ell3``: the MACE model with max_ell 3 and correlation 3
 (otherwise as the default one), written to pruning_mace_ell3.json/.png.
 
-Writes pruning_nequip.json/.png and pruning_mace.json/.png to --out and
-prints one table per architecture.
+Writes pruning_ARCH.json/.png (nequip, mace, nequip-modern, allegro) to --out
+and prints one table per architecture.
 """
 
 from __future__ import annotations
@@ -73,12 +80,24 @@ VARIANTS = {
     "nequip": (("pruned", {"prune": True}), ("unpruned", {"prune": False}),
                ("whole_last", {"prune": True, "scalar_only_last_layer": False})),
     "mace": (("pruned", {"prune": True}), ("unpruned", {"prune": False})),
+    "nequip-modern": (("pruned", {"prune": True}), ("unpruned", {"prune": False})),
+    "allegro": (("pruned", {"prune": True}), ("unpruned", {"prune": False})),
 }
+LEGACY_ARCHS, MODERN_ARCHS = ("nequip", "mace"), ("nequip-modern", "allegro")
+
+
+def _default_archs():
+    """The architectures of this environment: nequip >= 0.7 and Allegro in
+    the modern one, NequIP 0.6 and MACE in the legacy one."""
+    from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+
+    return list(MODERN_ARCHS if is_modern_version(nequip_version()) else LEGACY_ARCHS)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", nargs="+", choices=("nequip", "mace"), default=["nequip", "mace"])
+    parser.add_argument("--arch", nargs="+", choices=LEGACY_ARCHS + MODERN_ARCHS, default=None,
+                        help="default: nequip mace in the legacy environment, nequip-modern allegro in the modern one")
     parser.add_argument("--dtypes", nargs="+", choices=("float64", "float32"), default=["float64", "float32"])
     parser.add_argument("--replicas", type=int, nargs="+", default=list(DEFAULT_REPLICAS),
                         help="supercell repeats n of the 8-atom cubic cell (8 n^3 atoms); default: %(default)s")
@@ -95,9 +114,14 @@ def parse_args(argv=None):
                         help="MACE model(s): 'default' (max_ell 2) and/or 'ell3' (max_ell 3, correlation 3); "
                              "each writes its own pruning_mace*.json/.png (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 and 216 atoms, 1 repeat")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="nequip-modern: also time each layer (forward + backward of its output sum) of the "
+                             "pruned model and of the original, to show per layer where the time goes")
     args = parser.parse_args(argv)
     if args.quick:
         args.replicas, args.repeats = list(QUICK_REPLICAS), 1
+    if args.arch is None:
+        args.arch = _default_archs()
     return args
 
 
@@ -176,7 +200,159 @@ def _converted(convert, source, tmp, name, variants):
     return models
 
 
-ARCHS = {"nequip": (nequip_models, NEQUIP), "mace": (mace_models, MACE)}
+#: nequip >= 0.7 (0.19) NequIP GNN and Allegro (nequip-allegro), one species
+NEQUIP_MODERN = {"num_layers": 3, "r_max": 4.0, "num_features": 32, "l_max": 2}
+ALLEGRO = {"num_layers": 2, "r_max": 5.0, "num_features": 32, "l_max": 2}
+
+
+def modern_models(architecture: str, settings: dict, dtype: str, seed: int, tmp: str):
+    """nequip >= 0.7: the original is the compiled .nequip.pth on nequip's own
+    periodic input; the converted models come from that file."""
+    from kim_gnn.nequip_modern import convert_nequip_modern, load
+    from kim_gnn.nequip_modern.example import build_model, save_compiled
+    from kim_gnn.nequip_modern.reference import NequIPModernOriginal
+
+    model = build_model(species=("Si",), architecture=architecture, model_dtype=dtype, seed=seed, **settings)
+    compiled = save_compiled(model, os.path.join(tmp, f"{architecture}-{dtype}.nequip.pth"))
+    original = NequIPModernOriginal(compiled)
+
+    def original_side(atoms):
+        with load.restore_torch_state():
+            torch.set_default_dtype(torch.float64)  # nequip's input in its global dtype, as evaluate() builds it
+            data = original._data(atoms)
+
+        def call():
+            with load.restore_torch_state():
+                torch.set_default_dtype(torch.float64)  # as nequip's own tools run
+                out = original.model(dict(data))
+            return float(out["total_energy"].detach().double().sum())
+
+        return data["edge_index"].shape[1], call
+
+    name = "nequip-modern" if architecture == "nequip" else architecture
+    models = _converted(convert_nequip_modern, compiled, tmp, f"{name}-{dtype}", VARIANTS[name])
+    if architecture == "nequip":  # for --per-layer
+        original_side.original = original
+        original_side.pruned_path = os.path.join(tmp, f"{name}-{dtype}-pruned.pt")
+    return original_side, models, 0
+
+
+ARCHS = {
+    "nequip": (nequip_models, NEQUIP),
+    "mace": (mace_models, MACE),
+    "nequip-modern": (lambda *a: modern_models("nequip", NEQUIP_MODERN, *a), NEQUIP_MODERN),
+    "allegro": (lambda *a: modern_models("allegro", ALLEGRO, *a), ALLEGRO),
+}
+
+
+# --- nequip >= 0.7: per layer, where the time goes -------------------------------
+
+def _grad_inputs(data: dict, keys) -> dict:
+    """A copy of ``data`` whose float entries ``keys`` are fresh leaves that require grad."""
+    out = dict(data)
+    for key in keys:
+        if key in out:
+            out[key] = out[key].detach().requires_grad_(True)
+    return out
+
+
+def _backward(out: torch.Tensor, data: dict, keys) -> None:
+    inputs = [data[k] for k in keys if k in data and data[k].requires_grad]
+    torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+
+
+def modern_per_layer(original, pruned_path: str, atoms, graphs, repeats: int, warmup: int) -> list:
+    """Forward + backward (of the output's sum, to the layer's float inputs)
+    of each part, timed alone: the original's edge modules (once for every
+    layer) and each ConvNetLayer on the periodic graph; the pruned model's
+    plan and node modules, and each layer with its edge modules (which it
+    runs per graph) on the plan's particles and edges. One dict per part:
+    part, seconds (median), edges."""
+    from kim_gnn.executor import load_unfrozen
+    from kim_gnn.nequip_modern import load
+    from kim_gnn.nequip_modern.convert import _unwrap
+
+    rows = []
+    with load.restore_torch_state():
+        torch.set_default_dtype(torch.float64)
+        data = dict(original._data(atoms))
+        children = list(_unwrap(original.model).named_children())
+        layer_at = [i for i, (_, m) in enumerate(children) if getattr(m, "original_name", "") == "ConvNetLayer"]
+        before = children[: layer_at[0]]
+        pos_keys = ("pos",)
+
+        def edges_call():
+            d = _grad_inputs(data, pos_keys)
+            for _, m in before:
+                d = m(d)
+            _backward(d["edge_embedding"], d, pos_keys)
+
+        rows.append({"part": "original: node + edge modules", "edges": int(data["edge_index"].shape[1]),
+                     **timed(edges_call, repeats, warmup)})
+        for _, m in before:
+            data = m(data)
+        layer_keys = ("node_features", "edge_embedding", "edge_attrs")
+        for i in layer_at:
+            name, layer = children[i]
+
+            def layer_call(layer=layer, d0=data):
+                d = _grad_inputs(d0, layer_keys)
+                _backward(layer(d)["node_features"], d, layer_keys)
+
+            rows.append({"part": f"original: {name}", "edges": int(data["edge_index"].shape[1]),
+                         **timed(layer_call, repeats, warmup)})
+            data = layer(_grad_inputs(data, ()))
+            data = {k: v.detach() for k, v in data.items()}
+
+    staged = load_unfrozen(pruned_path)[0].staged
+    runtime = staged.runtime
+    edges = [torch.as_tensor(e, dtype=torch.int64) for e in graphs.edge_index]
+    contributions = torch.as_tensor(graphs.contributions, dtype=torch.int64)
+    species = torch.as_tensor(graphs.species, dtype=torch.int64)
+    coordinates = torch.as_tensor(graphs.positions, dtype=torch.float64)
+    node_modules = [m for _, m in staged.node_modules.named_children()]
+    edge_modules = [m for _, m in staged.edge_modules.named_children()]
+    layers = [m for _, m in staged.layers.named_children()]
+
+    def front():
+        plan = runtime.plan(edges, contributions)
+        nodes = {"pos": runtime.needed(coordinates, plan),
+                 "atom_types": staged.type_of_species.index_select(0, runtime.needed(species, plan))}
+        for m in node_modules:
+            nodes = m(nodes)
+        return plan, nodes
+
+    rows.append({"part": "pruned: plan + node modules", "edges": sum(int(e.shape[1]) for e in edges),
+                 **timed(front, repeats, warmup)})
+    plan, nodes = front()
+    for i, layer in enumerate(layers):
+        k = len(layers) - 1 - i
+        num_in, num_out = plan.counts[k + 1], plan.counts[k]
+
+        def layer_call(layer=layer, k=k, num_in=num_in, num_out=num_out, nodes=nodes):
+            d = _grad_inputs({key: v[:num_in] for key, v in nodes.items()}, ("pos", "node_features"))
+            d["edge_index"] = plan.edges[k]
+            for m in edge_modules:
+                d = m(d)
+            out = layer(d, num_out, plan.routes[k])
+            _backward(out, d, ("pos", "node_features"))
+            return out
+
+        rows.append({"part": f"pruned: layer {i} + its edge modules", "edges": int(plan.edges[k].shape[1]),
+                     "receivers": num_out, "senders": num_in, **timed(layer_call, repeats, warmup)})
+        nodes = dict(nodes)
+        nodes["node_features"] = layer_call().detach()
+    return rows
+
+
+def print_per_layer(arch: str, runs: dict) -> None:
+    for dtype, rows in runs.items():
+        for r in rows:
+            if not r.get("per_layer"):
+                continue
+            print(f"\n{arch} {dtype} {r['n_atoms']} atoms, per part (forward + backward, median s; edges it uses):")
+            for part in r["per_layer"]:
+                print(f"  {part['part']:<40} {part['median_s']:>9.4f} s  {part['edges']:>8} edges")
 
 
 # --- one size -----------------------------------------------------------------
@@ -243,6 +419,10 @@ def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
     row["speedup_kernels"] = t["pruned"] / t["kernels"] if "kernels" in t else None
     row["peak_rss_mib"] = peak_rss_mib()
     row["other_processes_cpu_cores"] = load.cores
+    if args.per_layer and hasattr(original_side, "original"):
+        progress(f"  {len(atoms)} atoms: per layer")
+        row["per_layer"] = modern_per_layer(original_side.original, original_side.pruned_path, atoms, graphs,
+                                            repeats, warmup)
     return row
 
 
@@ -339,6 +519,7 @@ def main(argv=None) -> None:
         png_path = os.path.join(args.out, f"pruning_{arch}{suffix}.png")
         write_plot(arch, runs, meta, png_path)
         print_table(arch + (f" {settings}" if suffix else ""), runs)
+        print_per_layer(arch, runs)
         progress(f"wrote {json_path} and {png_path}")
         busy = sorted({r["n_atoms"] for rows in runs.values() for r in rows
                        if (r["other_processes_cpu_cores"] or 0.0) > 0.2})

@@ -31,6 +31,15 @@ def _exports():
     return public_exports()
 
 
+def _is_submodule(name: str) -> bool:
+    """``from . import contract`` asks the package for ``contract`` before
+    importing it: a submodule's name is answered without discovering adapters."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.isfile(os.path.join(here, name + ".py")) or os.path.isfile(os.path.join(here, name, "__init__.py"))
+
+
 def __getattr__(name):
     import importlib
 
@@ -39,7 +48,7 @@ def __getattr__(name):
     if name in _LAZY:
         module, attribute = _LAZY[name]
         value = getattr(importlib.import_module(module, __name__), attribute)
-    elif not name.startswith("_") and name in _exports():
+    elif not name.startswith("_") and not _is_submodule(name) and name in _exports():
         module, attribute = _exports()[name].split(":")
         value = getattr(importlib.import_module(module), attribute)
     else:

@@ -3,32 +3,37 @@
 Started by ``verify`` as ``python -m kim_gnn._fresh_worker jobs.pkl out.pkl``.
 torch keeps its default settings (default dtype float32, as in the C++
 driver), and the architecture packages are made unimportable: the converted
-model must stand on its own, as it does inside the driver.
+model must stand on its own, as it does inside the driver. Which packages:
+``jobs.pkl``'s ``blocked``, the union of every registered adapter's
+``import_names`` (``kim_gnn.adapters.blocked_import_names``) that the parent
+computed; this process imports no adapter.
 """
 
 import importlib.abc
 import pickle
 import sys
 
-BLOCKED = ("nequip", "e3nn", "mace", "allegro", "torch_geometric")
-
 
 class _Blocker(importlib.abc.MetaPathFinder):
+    def __init__(self, blocked):
+        self.blocked = frozenset(blocked)
+
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
+        if name.split(".")[0] in self.blocked:
             raise ImportError(f"{name} is blocked: a converted model must run without it")
         return None
 
 
 def main(job_file: str, out_file: str) -> int:
-    sys.meta_path.insert(0, _Blocker())
+    # (the job file holds only builtins and numpy arrays)
+    with open(job_file, "rb") as fh:
+        payload = pickle.load(fh)
+    sys.meta_path.insert(0, _Blocker(payload["blocked"]))
     from ase import Atoms
 
     from kim_gnn.errors import KimGnnError
     from kim_gnn.executor import StagedExecutor
 
-    with open(job_file, "rb") as fh:
-        payload = pickle.load(fh)
     executors = {}
     results = []
     jobs = payload["jobs"]

@@ -23,13 +23,21 @@ library) as ``--kernels``. ``exports`` names the public functions the adapter ad
 ``kim_gnn`` (``convert_nequip``), and ``example`` how ``kim-gnn example``
 builds a seeded model of its kind. Adapter modules must be cheap to import:
 the architecture package (and torch) only when a function is called.
+
+An adapter also declares what it needs from its environment:
+``import_names``, the top-level modules the architecture needs at
+conversion but a converted model must never need (the fresh process that
+``verify`` runs the converted model in makes the union over every registered
+adapter unimportable: ``blocked_import_names``), and ``environment_hint``,
+how to get an environment that converts its models (core and adapters alike
+ask ``environment_hint(name)``, so no adapter imports another's module).
 """
 
 import os
 import sys
 import zipfile
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .errors import KimGnnError, UnsupportedModelError
 
@@ -83,6 +91,12 @@ class Adapter:
     example: object = None
     #: Detection order among adapters (lower first); ties by name.
     priority: int = 100
+    #: Top-level module names the architecture needs at conversion but a
+    #: converted model must never need (``verify``'s fresh process blocks them).
+    import_names: Tuple[str, ...] = ()
+    #: How to get an environment that converts these models, one clause
+    #: ("convert it in the legacy environment: ..."); "" if none is needed.
+    environment_hint: str = ""
 
     def package_version(self) -> str:
         """The installed version of the architecture package, '' if absent."""
@@ -127,6 +141,10 @@ def register_adapter(adapter: Adapter, replace: bool = False) -> Adapter:
     """Add an adapter (e.g. from a plug-in package or a test)."""
     if not isinstance(adapter, Adapter):
         raise TypeError(f"register_adapter takes an Adapter, not {type(adapter).__name__}")
+    if isinstance(adapter.import_names, str) or not all(isinstance(n, str) and n and "." not in n
+                                                         for n in adapter.import_names):
+        raise TypeError(f"adapter {adapter.name!r}: import_names must be a tuple of top-level module names, "
+                        f"not {adapter.import_names!r}")
     if adapter.name in _registry and not replace and _registry[adapter.name] is not adapter:
         raise KimGnnError(f"an adapter named {adapter.name!r} is already registered")
     _registry[adapter.name] = adapter
@@ -176,7 +194,11 @@ def _discover() -> None:
             register_adapter(adapter)
     for adapter in _entry_point_adapters():
         if isinstance(adapter, Adapter) and adapter.name not in _registry:
-            register_adapter(adapter)
+            try:
+                register_adapter(adapter)
+            except (TypeError, KimGnnError) as exc:  # a broken plug-in must not stop every command
+                print(f"kim-gnn: warning: adapter {adapter.name!r} from an entry point was not registered: {exc}",
+                      file=sys.stderr)
 
 
 def registered_adapters() -> List[Adapter]:
@@ -214,6 +236,21 @@ def all_options() -> Dict[str, str]:
             if text not in options[name]:
                 options[name].append(text)
     return {name: "; ".join(texts) for name, texts in options.items()}
+
+
+def blocked_import_names() -> Tuple[str, ...]:
+    """The union of every registered adapter's ``import_names``, sorted: the
+    modules a converted model must run without."""
+    names = set()
+    for adapter in registered_adapters():
+        names.update(adapter.import_names)
+    return tuple(sorted(names))
+
+
+def environment_hint(name: str) -> str:
+    """The environment hint of the adapter named ``name`` (how to get an
+    environment that converts its models)."""
+    return adapter_named(name).environment_hint
 
 
 def public_exports() -> Dict[str, str]:

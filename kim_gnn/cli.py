@@ -92,6 +92,11 @@ def cmd_convert(args) -> int:
     contract.validate_item_name(os.path.basename(os.path.abspath(out)))
     contract.validate_driver_name(args.driver_name)
     check_portable_model_target(out, force=args.force)
+    metadata = None
+    if args.metadata:
+        from .kimspec import load_metadata
+
+        metadata = load_metadata(args.metadata)  # refused before any work when malformed
     kernels = args.kernels
     if kernels == "aten" and "kernels" not in adapter.options:
         kernels = None  # the default: every adapter emits aten-only models
@@ -100,7 +105,7 @@ def cmd_convert(args) -> int:
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = _convert(adapter, args.model, **options)
     spec = staged.kim_gnn_spec
-    path = write_portable_model(staged, out, driver_name=args.driver_name, force=args.force)
+    path = write_portable_model(staged, out, driver_name=args.driver_name, force=args.force, metadata=metadata)
     recorded = "".join(f"; {name} {spec.details[name]}" for name in adapter.options if spec.details.get(name))
     print(f"wrote KIM portable model {path}")
     print(f"  driver {args.driver_name}; species {' '.join(spec.species)}; cutoff {spec.cutoff:g} A; "
@@ -108,8 +113,27 @@ def cmd_convert(args) -> int:
           + recorded)
     if args.verify:
         return _run_verify(args.model, path, None, False, True, args.quiet, None, None)
-    print(f"check it with: kim-gnn verify {args.model} {path}")
+    print(f"check it with: {verify_command(args.model, path, spec)}")
     return 0
+
+
+def verify_command(original: str, converted: str, spec) -> str:
+    """The ``kim-gnn verify`` command that works for this model: verifying a
+    NequIP 0.5/0.6 model runs nequip 0.6 itself, which the modern environment
+    does not have, so there it names the legacy environment's kim-gnn."""
+    command = f"kim-gnn verify {original} {converted}"
+    if spec.architecture == "nequip" and spec.architecture_version.startswith(("0.5", "0.6")):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            have = version("nequip")
+        except PackageNotFoundError:
+            have = ""
+        if not have.startswith(("0.5", "0.6")):
+            return (f".venv/bin/{command}  (in the legacy environment, scripts/setup.sh: verifying a NequIP "
+                    f"{spec.architecture_version} model runs nequip 0.6 itself, and this environment has "
+                    f"{'nequip ' + have if have else 'no nequip'})")
+    return command
 
 
 def _run_verify(original, converted, structures, builtin, properties, quiet, json_out, plot_out) -> int:
@@ -178,6 +202,12 @@ def describe(path: str, **options) -> dict:
 
     if os.path.isdir(path) or (os.path.isfile(path) and _is_converted(path)):
         module, spec = load_unfrozen(path)
+        extra = {}
+        if os.path.isdir(path):
+            from . import kimspec
+
+            spec_file = os.path.join(path, kimspec.KIMSPEC_FILE_NAME)
+            extra["kimspec"] = kimspec.read(spec_file) if os.path.isfile(spec_file) else None
         return {
             "kind": "converted kim-gnn model",
             "architecture": spec.architecture,
@@ -194,9 +224,38 @@ def describe(path: str, **options) -> dict:
             "driver_inputs": contract.input_names(spec.num_layers),
             "kernels": spec.details.get("kernels", "aten"),
             **{f"detail.{k}": v for k, v in spec.details.items()},
+            "loading": LOADING_TEXT["torchscript"],
+            **extra,
         }
     adapter = detect_adapter(path)
-    return {"kind": "original model", **adapter.describe(path, **adapter.check_options(options))}
+    return {"kind": "original model", **adapter.describe(path, **adapter.check_options(options)),
+            "loading": LOADING_TEXT[loading_kind(path)]}
+
+
+#: What loading a file does (README: "What you may accept from others").
+LOADING_TEXT = {
+    "torchscript": "TorchScript archive: loading runs no Python code from the file (safe to accept from others)",
+    "pickle": "pickled Python objects: loading runs code from the file, as its own package loads it "
+              "(accept it only from people you trust)",
+}
+
+
+def loading_kind(path: str) -> str:
+    """``torchscript`` for a TorchScript archive (``torch.jit.save``: code/
+    and constants.pkl, read by TorchScript's own restricted loader), else
+    ``pickle`` (``torch.save`` files, MACE ``.model``, training checkpoints,
+    ``.nequip.zip`` packages: Python's pickle)."""
+    import zipfile
+
+    if os.path.isfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "pickle"
+        if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
+            return "torchscript"
+    return "pickle"
 
 
 def _shown(value) -> str:
@@ -238,10 +297,25 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        width = max(len(k) for k in info)
-        for k, v in info.items():
+        shown = {k: v for k, v in info.items() if k != "kimspec"}
+        width = max(len(k) for k in shown)
+        for k, v in shown.items():
             print(f"{k:<{width}}  {_shown(v)}")
+        if "kimspec" in info:
+            print("kimspec.edn" + ("  none (not written by this kim-gnn)" if info["kimspec"] is None else ":"))
+            for k, v in (info["kimspec"] or {}).items():
+                print(f"  {k:<{width - 2}}  {_shown_kimspec(v)}")
     return 0
+
+
+def _shown_kimspec(value) -> str:
+    """A kimspec value on one line: citations by key or DOI, maps as k=v."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_shown_kimspec(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return " | ".join(
+            (v.get("recordkey") or v.get("doi") or _shown_kimspec(v)) if isinstance(v, dict) else str(v) for v in value)
+    return _shown(value)
 
 
 def default_example_dir(architecture: str) -> str:
@@ -297,8 +371,21 @@ def cmd_example(args) -> int:
 
 
 def cmd_install_driver(args) -> int:
-    from .kim_driver import install_driver, main_progress
+    from .kim_driver import export_driver_item, install_driver, main_progress
 
+    if args.export:
+        metadata = None
+        if args.metadata:
+            from .kimspec import load_metadata
+
+            metadata = load_metadata(args.metadata)
+        path = export_driver_item(args.export, force=args.force, metadata=metadata)
+        print(f"wrote KIM model driver item {contract.KIM_GNN_DRIVER_NAME}: {path}")
+        print(f"install it with: kim-api-collections-management install user {path}")
+        print("  (with the Python environment that has torch active, or Torch_DIR set: the driver links libtorch)")
+        return 0
+    if args.metadata or args.force:
+        raise KimGnnError("--metadata and --force go with --export DIR")
     path = install_driver(args.collection, args.build_dir, progress=None if args.quiet else main_progress)
     print(f"installed KIM model driver {contract.KIM_GNN_DRIVER_NAME}: {path}")
     print(f"convert models for it with: kim-gnn convert MODEL --driver-name {contract.KIM_GNN_DRIVER_NAME}")
@@ -340,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", parents=[common], help="convert a model file into a KIM portable model directory",
                        description=f"Read MODEL ({kinds}; the architecture is recognised "
                                    "from the file), rewrite it as staged graph convolution and write "
-                                   "a KIM portable model directory: CMakeLists.txt, file.param, model.pt. The directory "
+                                   "a KIM portable model directory: CMakeLists.txt, file.param, model.pt, "
+                                   "kimspec.edn. The directory "
                                    "name is the KIM item name. Nothing is left behind on failure.")
     p.add_argument("model", help=f"the trained model file ({kinds})")
     _add_adapter_options(p, "the model to convert")
@@ -361,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "stock TorchML driver) or kim_gnn (kim-gnn's deterministic CSR kernels: the op library "
                         "kim_gnn/lib/libkim_gnn_ops.so must be built, and loaded in the process that runs the "
                         "model; recorded in the model, shown by `kim-gnn info`)")
+    p.add_argument("--metadata", metavar="FILE",
+                   help="YAML or JSON file of what only you know, for the item's kimspec.edn: title, description, "
+                        "developers, citations (BibTeX entries or DOIs), license, publication_year, training_data "
+                        "(fields not given are left out; the rest comes from the model)")
     p.add_argument("--verify", action="store_true", help="run the verification battery after converting")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_convert)
@@ -431,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-dir", metavar="DIR",
                    help="build here and keep it, so that reinstalling rebuilds only what changed "
                         "(default: a temporary directory)")
+    p.add_argument("--export", metavar="DIR",
+                   help="build nothing: write the driver as a complete KIM item directory DIR (sources, "
+                        "CMakeLists.txt, kimspec.edn) that `kim-api-collections-management install "
+                        "user|system|environment DIR` builds and installs as it is")
+    p.add_argument("--metadata", metavar="FILE", help="with --export: YAML or JSON fields for its kimspec.edn "
+                                                      "(as for convert --metadata)")
+    p.add_argument("--force", action="store_true", help="with --export: replace an existing DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_install_driver)
     return parser

@@ -3,8 +3,9 @@
 import os
 import shutil
 import tempfile
+from typing import Any, Dict, Optional
 
-from . import contract
+from . import contract, kimspec
 from .errors import KimGnnError
 
 
@@ -25,9 +26,12 @@ def check_portable_model_target(out_dir, force: bool = False) -> str:
     return out_dir
 
 
-def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DRIVER_NAME, force: bool = False) -> str:
-    """Write ``CMakeLists.txt``, ``file.param`` and ``model.pt`` into
-    ``out_dir``, whose base name is the KIM item name.
+def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DRIVER_NAME, force: bool = False,
+                         metadata: Optional[Dict[str, Any]] = None) -> str:
+    """Write ``CMakeLists.txt``, ``file.param``, ``model.pt`` and
+    ``kimspec.edn`` into ``out_dir``, whose base name is the KIM item name.
+    ``metadata``: the user's kimspec entries (``kimspec.load_metadata``);
+    the rest of ``kimspec.edn`` comes from the model's spec.
 
     The directory appears complete or not at all: everything is written into
     a temporary sibling that is renamed into place at the end. An existing
@@ -40,6 +44,7 @@ def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DR
     if spec is None:
         raise KimGnnError("the model to export carries no kim-gnn spec: convert it with kim_gnn first")
     check_portable_model_target(out_dir, force)
+    spec_text = kimspec.render(kimspec.model_kimspec(item_name, spec, driver_name, metadata))
     parent = os.path.dirname(out_dir)
 
     tmp = tempfile.mkdtemp(prefix=f".{item_name}.", dir=parent)
@@ -50,6 +55,8 @@ def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DR
             fh.write(contract.render_param_file(spec, contract.MODEL_FILE_NAME))
         with open(os.path.join(tmp, "CMakeLists.txt"), "w") as fh:
             fh.write(contract.render_cmakelists(item_name, driver_name))
+        with open(os.path.join(tmp, kimspec.KIMSPEC_FILE_NAME), "w", encoding="utf-8") as fh:
+            fh.write(spec_text)
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{item_name}.old.", dir=parent)
             os.rename(out_dir, os.path.join(old, "item"))

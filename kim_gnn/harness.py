@@ -46,6 +46,10 @@ class CaseReport:
     max_force_error: Optional[float] = None
     max_stress_error: Optional[float] = None
     max_atomic_energy_error: Optional[float] = None
+    #: The stress limit this structure was held to (eV/A^3), and whether it is
+    #: the finite-difference one (the original gives no stress of its own).
+    stress_limit: Optional[float] = None
+    stress_limit_finite_difference: bool = False
     n_particles: Optional[int] = None
     n_edges: Optional[List[int]] = None
     notes: str = ""
@@ -101,6 +105,8 @@ class VerificationReport:
         ]
         for c in self.cases:
             result = "ok" if c.passed else ("ERROR: " + c.error if c.error else "FAIL")
+            if c.stress_limit_finite_difference and c.stress_limit is not None:
+                result += f" (stress limit {c.stress_limit:.2e}: the original's stress by finite differences)"
             lines.append(
                 f"{c.name:<22} {c.n_atoms:>5} {c.n_particles if c.n_particles is not None else '-':>9} "
                 f"{fmt(c.energy_error_per_atom):>10} {fmt(c.max_force_error):>10} {fmt(c.max_stress_error):>10} "
@@ -190,12 +196,16 @@ def _load_user_structures(structures, spec) -> List[Case]:
 
 def run_converted_in_fresh_process(model_file: str, jobs: List[dict], progress: Optional[Callable[[str], None]] = None) -> List[dict]:
     """Evaluate ``jobs`` with the converted model in a new interpreter with
-    default torch settings; returns one dict (or {'error': ...}) per job."""
+    default torch settings, in which every registered adapter's
+    ``import_names`` are unimportable; returns one dict (or {'error': ...})
+    per job."""
+    from .adapters import blocked_import_names
+
     with tempfile.TemporaryDirectory(prefix="kim-gnn-verify-") as tmp:
         job_file = os.path.join(tmp, "jobs.pkl")
         out_file = os.path.join(tmp, "results.pkl")
         with open(job_file, "wb") as fh:
-            pickle.dump({"model": model_file, "jobs": jobs}, fh)
+            pickle.dump({"model": model_file, "jobs": jobs, "blocked": list(blocked_import_names())}, fh)
         env = dict(os.environ)
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
@@ -318,8 +328,10 @@ def _compare(case: Case, expected: Expected, got: dict, tol: Dict[str, float]) -
             return report
         report.max_stress_error = float(np.abs(got["stress"] - expected.stress).max())
         limit = expected.stress_tolerance
+        report.stress_limit_finite_difference = limit is not None
         if limit is None:
             limit = tol["stress"] * max(1.0, float(np.abs(expected.stress).max()))
+        report.stress_limit = float(limit)
         ok &= report.max_stress_error <= limit
     report.passed = bool(ok and np.all(np.isfinite(got["forces"])) and np.isfinite(got["energy"]))
     return report

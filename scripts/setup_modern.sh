@@ -38,14 +38,14 @@ import sys
 from importlib.metadata import version
 want = {"nequip": "0.19.1", "nequip-allegro": "0.8.3"}
 ok = all(version(k) == v for k, v in want.items()) and version("e3nn").startswith("0.6.")
-for mod in ("ase", "vesin", "yaml", "numpy", "pytest"):
+for mod in ("ase", "vesin", "yaml", "numpy", "pytest", "xdist", "kim_edn"):
     __import__(mod)
 sys.exit(0 if ok else 1)
 PY
 then
-    echo "modern env: installing e3nn 0.6.x, nequip 0.19.1, nequip-allegro 0.8.3, ase, vesin, pyyaml, numpy, pytest"
+    echo "modern env: installing e3nn 0.6.x, nequip 0.19.1, nequip-allegro 0.8.3, ase, vesin, pyyaml, numpy, pytest (xdist), kim-edn"
     $PIP install --quiet -c "$CONSTRAINTS" "e3nn>=0.6,<0.7" "nequip==0.19.1" "nequip-allegro==0.8.3" \
-        "ase>=3.22" "vesin>=0.3" pyyaml numpy "pytest>=7" 2> >(grep -v "is ignored: it is neither" >&2)
+        "ase>=3.22" "vesin>=0.3" pyyaml numpy "pytest>=7" "pytest-xdist>=3" "kim-edn>=1.4" 2> >(grep -v "is ignored: it is neither" >&2)
 else
     echo "modern env: nequip 0.19.1, nequip-allegro 0.8.3, e3nn 0.6 present"
 fi

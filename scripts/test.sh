@@ -79,8 +79,8 @@ if [ "${KIM_GNN_SKIP_MODERN:-0}" = 1 ]; then
 fi
 echo "tests: modern environment (.venv-modern: nequip >= 0.7, Allegro)"
 set +e
-KIM_GNN_LEGACY_PYTHON=$(pwd)/.venv/bin/python .venv-modern/bin/python -m pytest -q -p no:cacheprovider \
-    --durations=10 "$@" tests/nequip_modern tests/test_nequip_modern_detection.py
+KIM_GNN_LEGACY_PYTHON=$(pwd)/.venv/bin/python .venv-modern/bin/python -m pytest -q -rs -p no:cacheprovider \
+    --durations=10 "${PARALLEL[@]}" "$@" tests/nequip_modern tests/test_nequip_modern_detection.py
 modern=$?
 set -e
 [ $modern -eq 5 ] && modern=0  # the arguments selected no modern test

@@ -139,7 +139,6 @@ def test_every_check_passes_on_converted_models(architecture, dtype, options, ne
     assert report.model_dtype == dtype
     assert [r.name for r in report.results] == list(CHECKS)
     assert report.passed, report.summary()
-    assert report.seconds < 60
 
 
 @pytest.mark.parametrize("check", list(BROKEN))

@@ -38,7 +38,7 @@ def test_convert_verify_info(deployed, tmp_path):
     out = tmp_path / ITEM
     code, stdout, err = run_cli("convert", deployed, "-o", out, "--quiet")
     assert code == 0, err
-    assert sorted(os.listdir(out)) == ["CMakeLists.txt", "file.param", "model.pt"]
+    assert sorted(os.listdir(out)) == ["CMakeLists.txt", "file.param", "kimspec.edn", "model.pt"]
     assert "C Si" in stdout and "influence distance 7" in stdout
 
     code, stdout, err = run_cli("verify", deployed, out, "--json", tmp_path / "report.json", "--quiet")
@@ -149,5 +149,25 @@ def test_example_builds_converts_and_verifies(architecture, tmp_path, capsys):
     out = capsys.readouterr().out
     item = tmp_path / adapter_named(architecture).example.item_name
     assert "PASSED: 13 passed" in out and str(item) in out
-    assert sorted(os.listdir(item)) == ["CMakeLists.txt", "file.param", "model.pt"]
+    assert sorted(os.listdir(item)) == ["CMakeLists.txt", "file.param", "kimspec.edn", "model.pt"]
     assert (tmp_path / "verify-report.json").exists()
+
+
+def test_verify_prints_the_finite_difference_stress_limit_it_applies(nequip_models, tmp_path):
+    """A model whose original gives no stress (ForceOutput): the stress is
+    compared with the original's finite-difference stress under a looser,
+    per-structure limit, and the table says which limit it applied (not
+    only the JSON)."""
+    original = nequip_models.deployed(num_layers=1, species=("Si",), forces_only=True, model_dtype="float32")
+    item = tmp_path / ITEM
+    code, out, err = run_cli("convert", original, "-o", item, "-q")
+    assert code == 0, err
+    code, out, err = run_cli("verify", original, item, "--no-properties", "--json", tmp_path / "r.json", "-q")
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "r.json").read_text())
+    fd = [c for c in report["cases"] if c["stress_limit_finite_difference"]]
+    assert fd, "no structure was checked against a finite-difference stress"
+    for case in fd:
+        row = next(line for line in out.splitlines() if line.startswith(case["name"] + " "))
+        assert f"stress limit {case['stress_limit']:.2e}" in row, row
+        assert case["max_stress_error"] <= case["stress_limit"]

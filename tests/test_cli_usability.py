@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -47,12 +46,10 @@ def mace_pair(mace_models):
 
 def test_verify_json_into_missing_directory_fails_before_work(nequip_pair, tmp_path):
     original, converted = nequip_pair
-    start = time.time()
     code, _, err = run_cli("verify", original, converted, "--json", tmp_path / "no" / "such" / "r.json")
     line = assert_one_line_error(code, err, "does not exist")
     assert "JSON report" in line
     assert "original  [" not in err and "converted [" not in err  # the battery never started
-    assert time.time() - start < 30
 
 
 def test_verify_plot_into_missing_directory_fails_before_work(nequip_pair, tmp_path):

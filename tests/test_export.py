@@ -18,9 +18,9 @@ def staged(nequip_models):
     return convert_nequip(nequip_models.deployed(num_layers=1))
 
 
-def test_writes_the_three_files(staged, tmp_path):
+def test_writes_the_four_files(staged, tmp_path):
     out = write_portable_model(staged, tmp_path / ITEM)
-    assert sorted(os.listdir(out)) == ["CMakeLists.txt", "file.param", "model.pt"]
+    assert sorted(os.listdir(out)) == ["CMakeLists.txt", "file.param", "kimspec.edn", "model.pt"]
     parsed = contract.parse_param_file((tmp_path / ITEM / "file.param").read_text())
     assert parsed["num_layers"] == 1 and parsed["model_file"] == "model.pt"
     assert os.stat(out).st_mode & 0o755 == 0o755
@@ -33,7 +33,7 @@ def test_existing_directory_is_kept_without_force(staged, tmp_path):
         write_portable_model(staged, tmp_path / ITEM)
     assert os.listdir(tmp_path / ITEM) == ["mine.txt"]
     write_portable_model(staged, tmp_path / ITEM, force=True)
-    assert sorted(os.listdir(tmp_path / ITEM)) == ["CMakeLists.txt", "file.param", "model.pt"]
+    assert sorted(os.listdir(tmp_path / ITEM)) == ["CMakeLists.txt", "file.param", "kimspec.edn", "model.pt"]
     assert sorted(os.listdir(tmp_path)) == [ITEM]
 
 

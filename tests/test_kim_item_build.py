@@ -303,7 +303,7 @@ def test_param_file_parses_and_matches_the_contract(kim_item_staged, kim_item_di
     assert text == contract.render_param_file(spec, contract.MODEL_FILE_NAME)
     # The model file it names is the .pt file the item ships.
     assert (kim_item_dir / parsed["model_file"]).is_file()
-    assert sorted(p.name for p in kim_item_dir.iterdir()) == ["CMakeLists.txt", "file.param", "model.pt"]
+    assert sorted(p.name for p in kim_item_dir.iterdir()) == ["CMakeLists.txt", "file.param", "kimspec.edn", "model.pt"]
 
 
 def test_cmakelists_names_the_driver_given(kim_item_staged, kim_item_dir, tmp_path):

@@ -61,3 +61,42 @@ def test_the_readme_starts_with_the_two_commands():
     assert blocks[0].strip() == "bash scripts/setup.sh && .venv/bin/kim-gnn example --out kim-gnn-example"
     assert blocks[1].strip() == "bash scripts/test.sh"
     assert "bash scripts/test.sh" in open(os.path.join(os.path.dirname(README), ".ci", "run")).read()
+
+
+def publishing_commands():
+    """The command block of the README's publishing section (after its
+    ```yaml block of metadata), one command a line."""
+    text = open(README).read()
+    start = text.index("## Publishing")
+    match = re.compile(r"^```\n(kim-gnn .*?)^```", re.S | re.M).search(text, start)
+    assert match, "no command block in the publishing section"
+    return [line.strip() for line in match.group(1).splitlines() if line.strip()]
+
+
+def test_publishing_kim_gnn_commands_run_as_written(example_outputs):
+    """The kim-gnn lines of the publishing section, with its metadata.yaml:
+    the item gets kimspec.edn with the metadata and both reports. (The
+    kim-api-collections-management lines, which compile the driver, run in
+    tests/kim_e2e/test_kim_items.py.)"""
+    import json
+
+    from kim_gnn import kimspec
+
+    (example_outputs / "metadata.yaml").write_text(readme_block("## Publishing", "yaml"))
+    commands = publishing_commands()
+    kim_tools = [c for c in commands if not c.startswith("kim-gnn ")]
+    assert kim_tools and all(c.startswith("kim-api-collections-management install user ") for c in kim_tools)
+    for line in commands:
+        if not line.startswith("kim-gnn "):
+            continue
+        args = shlex.split(line)
+        proc = subprocess.run([sys.executable, "-m", "kim_gnn.cli", *args[1:]], cwd=example_outputs,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
+    for line in kim_tools:  # what they install exists
+        assert (example_outputs / shlex.split(line)[-1] / "CMakeLists.txt").is_file(), line
+    item = example_outputs / "Si_NequIP__MO_000000000001_000"
+    spec = kimspec.read(str(item))
+    assert spec["title"] == "NequIP potential for Si (kim-gnn example)" and spec["license"] == "CDDL-1.0"
+    assert json.loads((item / "kim-gnn-verify.json").read_text())["passed"]
+    assert json.loads((item / "kim-gnn-check.json").read_text())["passed"]

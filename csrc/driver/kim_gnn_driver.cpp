@@ -123,6 +123,13 @@ class KimGnnDriver
   double neighborCutoff = 0.0;
   int modelWillNotRequestNeighborsOfNoncontributingParticles = 0;
 
+  // Published parameters (read-only in effect: Refresh refuses a change).
+  // The KIM API accepts a Refresh routine only from a model that publishes
+  // parameters, and logs an error on every ClearThenRefresh() of a model
+  // that has neither.
+  double parameterCutoff = 0.0;
+  int parameterNumLayers = 0;
+
   torch::jit::Module module;
   torch::Device device = torch::Device(torch::kCPU);
   bool isKimGnnModel = false;
@@ -138,6 +145,7 @@ class KimGnnDriver
   std::vector<int> contributingFlags;
 
   static int Destroy(KIM::ModelDestroy * const modelDestroy);
+  static int Refresh(KIM::ModelRefresh * const modelRefresh);
   static int Compute(KIM::ModelCompute const * const modelCompute,
                      KIM::ModelComputeArguments const * const arguments);
   static int ComputeArgumentsCreate(
@@ -476,8 +484,12 @@ extern "C" int kim_gnn_model_driver_create(
       }
     }
 
-    // Neighbor list and influence distance. (No Refresh routine: the driver
-    // publishes no parameters, so nothing can change them.)
+    // Neighbor list and influence distance, and the two numbers they come
+    // from published as parameters with a Refresh routine: simulators call
+    // ClearThenRefresh() (ASE's KIM calculator before every compute), and the
+    // KIM API logs an error for a model without parameters and Refresh (and
+    // refuses a Refresh routine from a model without parameters). Both are
+    // fixed by the trained model: Refresh restores and refuses a change.
     driver->neighborCutoff = driver->cutoff;
     driver->influenceDistance = driver->cutoff * driver->numLayers;
     driver->modelWillNotRequestNeighborsOfNoncontributingParticles = 0;
@@ -486,8 +498,25 @@ extern "C" int kim_gnn_model_driver_create(
         1,
         &driver->neighborCutoff,
         &driver->modelWillNotRequestNeighborsOfNoncontributingParticles);
+    driver->parameterCutoff = driver->cutoff;
+    driver->parameterNumLayers = driver->numLayers;
+    if (modelDriverCreate->SetParameterPointer(
+            1,
+            &driver->parameterCutoff,
+            "cutoff",
+            "graph cutoff rc in Angstrom (from file.param; fixed by the "
+            "trained model: a changed value is refused)")
+        || modelDriverCreate->SetParameterPointer(
+            1,
+            &driver->parameterNumLayers,
+            "num_layers",
+            "message-passing layers L; influence distance = L * cutoff "
+            "(fixed by the trained model: a changed value is refused)"))
+      return CreateFailed(
+          modelDriverCreate, driver, "cannot publish the model parameters");
 
     KIM::ModelDestroyFunction * destroy = KimGnnDriver::Destroy;
+    KIM::ModelRefreshFunction * refresh = KimGnnDriver::Refresh;
     KIM::ModelComputeFunction * compute = KimGnnDriver::Compute;
     KIM::ModelComputeArgumentsCreateFunction * argumentsCreate
         = KimGnnDriver::ComputeArgumentsCreate;
@@ -498,6 +527,11 @@ extern "C" int kim_gnn_model_driver_create(
             KIM::LANGUAGE_NAME::cpp,
             true,
             reinterpret_cast<KIM::Function *>(destroy))
+        || modelDriverCreate->SetRoutinePointer(
+            KIM::MODEL_ROUTINE_NAME::Refresh,
+            KIM::LANGUAGE_NAME::cpp,
+            false,
+            reinterpret_cast<KIM::Function *>(refresh))
         || modelDriverCreate->SetRoutinePointer(
             KIM::MODEL_ROUTINE_NAME::Compute,
             KIM::LANGUAGE_NAME::cpp,
@@ -539,6 +573,44 @@ int KimGnnDriver::Destroy(KIM::ModelDestroy * const modelDestroy)
   KimGnnDriver * driver = nullptr;
   modelDestroy->GetModelBufferPointer(reinterpret_cast<void **>(&driver));
   delete driver;
+  return false;
+}
+
+#undef KIM_LOGGER_OBJECT_NAME
+#define KIM_LOGGER_OBJECT_NAME modelRefresh
+
+// The published parameters cannot change what the trained model is: a
+// changed value is restored and refused. Otherwise hand the KIM API the same
+// influence distance and neighbor-list cutoff again, as Refresh must.
+int KimGnnDriver::Refresh(KIM::ModelRefresh * const modelRefresh)
+{
+  KimGnnDriver * driver = nullptr;
+  modelRefresh->GetModelBufferPointer(reinterpret_cast<void **>(&driver));
+  bool const changed = driver->parameterCutoff != driver->cutoff
+                       || driver->parameterNumLayers != driver->numLayers;
+  driver->parameterCutoff = driver->cutoff;
+  driver->parameterNumLayers = driver->numLayers;
+  // Always hand the pointers back: ClearThenRefresh() cleared them, and a
+  // simulator may ask for the influence distance after a failed refresh.
+  driver->neighborCutoff = driver->cutoff;
+  driver->influenceDistance = driver->cutoff * driver->numLayers;
+  modelRefresh->SetInfluenceDistancePointer(&driver->influenceDistance);
+  modelRefresh->SetNeighborListPointers(
+      1,
+      &driver->neighborCutoff,
+      &driver->modelWillNotRequestNeighborsOfNoncontributingParticles);
+  if (changed)
+  {
+    std::ostringstream message;
+    message << kDriverLabel << ": the cutoff (" << driver->cutoff
+            << " A) and num_layers (" << driver->numLayers
+            << ") are fixed by the trained model; the changed value was "
+               "refused and restored";
+    LOG_ERROR(message.str());
+    std::fprintf(stderr, "%s\n", message.str().c_str());
+    std::fflush(stderr);
+    return true;
+  }
   return false;
 }
 

@@ -4,6 +4,12 @@ imported only when a function runs)."""
 from ..adapters import KERNELS_HELP, Adapter, ExampleModel
 from .detect import is_mace_file
 
+#: How to get an environment that converts (and verifies) these models.
+ENVIRONMENT_HINT = (
+    "convert it in the legacy environment: `bash scripts/setup.sh`, then `.venv/bin/kim-gnn ...` "
+    "(e3nn 0.4.4, nequip 0.6, mace-torch)"
+)
+
 
 def is_mace_module(module) -> bool:
     return any(c.__module__.startswith("mace.") for c in type(module).__mro__)
@@ -66,6 +72,8 @@ ADAPTER = Adapter(
              "kernels": KERNELS_HELP},
     detect_module=is_mace_module,
     package="mace-torch",
+    import_names=("mace", "e3nn"),
+    environment_hint=ENVIRONMENT_HINT,
     summary="MACE / ScaleShiftMACE .model",
     exports={"convert_mace": "kim_gnn.mace.convert:convert_mace"},
     example=ExampleModel(build=build_example, file_name="example.model",

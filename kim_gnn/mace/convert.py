@@ -107,9 +107,9 @@ def import_mace():
             import mace.modules  # noqa: F401
             import mace.tools  # noqa: F401
     except ImportError as exc:
-        from ..nequip_modern.load import LEGACY_ENV_HINT
+        from ..adapters import environment_hint
 
-        raise KimGnnError(f"MACE models need mace-torch installed ({exc}); {LEGACY_ENV_HINT}") from None
+        raise KimGnnError(f"MACE models need mace-torch installed ({exc}); {environment_hint('mace')}") from None
     for line in buffer.getvalue().splitlines():
         if line.strip() and "cuequivariance" not in line.lower():
             print(line, file=sys.stderr)

@@ -35,11 +35,11 @@ def _nequip_type_mapper(type_names, config):
             warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
             from nequip.data.transforms import TypeMapper
     except ImportError:
-        from ..nequip_modern.load import LEGACY_ENV_HINT
+        from ..adapters import environment_hint
 
         raise KimGnnError(
             "evaluating an original NequIP 0.5/0.6 model uses nequip 0.6's own type mapping, and this environment "
-            f"has no nequip 0.6; {LEGACY_ENV_HINT.replace('convert it', 'verify it')}"
+            f"has no nequip 0.6; {environment_hint('nequip').replace('convert it', 'verify it')}"
         ) from None
 
     if isinstance(config.get("chemical_symbol_to_type"), dict):

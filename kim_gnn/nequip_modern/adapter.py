@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from typing import Dict
 
-from ..adapters import Adapter, ExampleModel
+from ..adapters import KERNELS_HELP, Adapter, ExampleModel
+from .load import MODERN_ENV_HINT
 
 NAME = "nequip-modern"
 
@@ -24,10 +25,10 @@ def detect_module(module) -> bool:
     return is_modern_module(module)
 
 
-def convert(source, type_map=None):
+def convert(source, type_map=None, prune=True, kernels=None):
     from .convert import convert_nequip_modern
 
-    return convert_nequip_modern(source, type_map=type_map)
+    return convert_nequip_modern(source, type_map=type_map, prune=prune, kernels=kernels)
 
 
 def describe(path, type_map=None) -> Dict[str, object]:
@@ -89,9 +90,14 @@ ADAPTER = Adapter(
         "type_map": "nequip >= 0.7 models: the model type each element (KIM species) uses, ELEMENT=TYPE,... "
                     "(default: the training data's map, else type names that are chemical symbols, else the "
                     "elements of the model's ZBL term)",
+        "prune": "pruned staged execution (default True): NequIP layers on the particles and edges that reach a "
+                 "contributing atom, Allegro on the edges of contributing centers; False emits the unpruned model",
+        "kernels": KERNELS_HELP + "; Allegro: its final EdgewiseReduce only",
     },
     detect_module=detect_module,
     package="nequip",
+    import_names=("nequip", "allegro", "e3nn"),
+    environment_hint=MODERN_ENV_HINT,
     summary="nequip >= 0.7 NequIP / Allegro .nequip.zip, .ckpt, TorchScript .nequip.pth",
     exports={"convert_nequip_modern": "kim_gnn.nequip_modern.convert:convert_nequip_modern"},
     example={

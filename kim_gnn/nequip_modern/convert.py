@@ -39,7 +39,8 @@ from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line
 from . import load
-from .staged import StagedNequIPModern
+from .staged import (AllegroLayer, ReceiverAllegro, ReceiverEdgewiseReduce, ReceiverLayer, StagedNequIPModern,
+                     WholeLayer)
 
 ARCHITECTURE = "nequip-modern"
 
@@ -213,7 +214,19 @@ def split_network(func) -> Tuple[str, list, list, list, list, List[str]]:
     if any(class_name(m) == "Allegro_Module" for _, m in body):
         for name, module in body:
             _check_allegro_child(name, module)
-        return "Allegro", [], [m for _, m in body], [], [], pair
+        reduces = [i for i, (_, m) in enumerate(body) if class_name(m) == "EdgewiseReduce"]
+        if len(reduces) != 1 or not any(class_name(m) == "Allegro_Module" for _, m in body[: reduces[0]]):
+            raise UnsupportedModelError(
+                "the Allegro model does not have exactly one EdgewiseReduce after its Allegro_Module: unsupported layout"
+            )
+        at = reduces[0]
+        for name, module in body[at + 1:]:
+            if class_name(module) not in READOUT_MODULES:
+                raise UnsupportedModelError(
+                    f"unsupported module {name!r} ({class_name(module)}) after the Allegro EdgewiseReduce: "
+                    "kim-gnn cannot prove it local, so it will not convert it"
+                )
+        return "Allegro", [], [m for _, m in body[:at]], [body[at][1]], [m for _, m in body[at + 1:]], pair
 
     node, edge, layers, readout = [], [], [], []
     for name, module in body:
@@ -430,7 +443,98 @@ def _compile_eager(staged: torch.nn.Module) -> torch.nn.Module:
             ) from None
 
 
-def convert_nequip_modern(source: Source, type_map=None):
+#: The parts of a ConvNetLayer(InteractionBlock) that ReceiverLayer calls itself
+#: (``ghost_exchange`` is checked to be nequip's no-op and skipped).
+CONV_PARTS = {"avg_num_neighbors_norm", "linear_1", "tp_scatter", "edge_mlp", "linear_2"}
+CONV_OPTIONAL_PARTS = {"sc", "ghost_exchange"}
+NONLINEARITIES = ("Gate", "NormActivation")
+EDGEWISE_READOUT = ("AddRadialCutoffToData",) + PAIR_POTENTIALS
+
+
+def _children(module) -> Dict[str, object]:
+    return {name: child for name, child in module.named_children()}
+
+
+def receiver_layer_reason(layer) -> str:
+    """"" where ``ReceiverLayer`` reimplements exactly this layer's order of
+    calls, else why not (the layer then runs whole, still pruned)."""
+    parts = set(_children(layer))
+    if parts != {"conv", "equivariant_nonlin"}:
+        return f"ConvNetLayer parts {' '.join(sorted(parts))} are not conv + equivariant_nonlin"
+    conv = _children(layer)["conv"]
+    conv_parts = set(_children(conv))
+    if not CONV_PARTS <= conv_parts <= CONV_PARTS | CONV_OPTIONAL_PARTS:
+        return f"InteractionBlock parts {' '.join(sorted(conv_parts))} differ from nequip 0.19's"
+    if set(_children(_children(conv)["tp_scatter"])) != {"tp"}:
+        return "TensorProductScatter holds more than its tensor product"
+    nonlin = class_name(_children(layer)["equivariant_nonlin"])
+    if nonlin not in NONLINEARITIES:
+        return f"nonlinearity {nonlin} is neither Gate nor NormActivation"
+    return ""
+
+
+def receiver_reduce_reason(reduce) -> str:
+    """"" where ``ReceiverEdgewiseReduce`` reimplements this EdgewiseReduce."""
+    if str(reduce.reduce) != "sum":
+        return f"EdgewiseReduce reduces with {reduce.reduce!r}, not a sum"
+    if set(_children(reduce)) != {"norm_module"}:
+        return "EdgewiseReduce holds more than its avg_num_neighbors norm"
+    return ""
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"kim-gnn: warning: {message}", file=sys.stderr)
+
+
+ALLEGRO_PARTS = {"first_layer_env_embed_projection", "_env_weighter", "avg_num_neighbors_norm", "latents", "tps"}
+ALLEGRO_ATTRIBUTES = ("num_layers", "num_scalar_features", "_n_scalar_outs", "tensor_basis_in_field",
+                      "tensor_features_in_field", "scalar_in_field", "scalar_out_field")
+
+
+def allegro_module_reason(module) -> str:
+    """"" where ``ReceiverAllegro`` reimplements this Allegro_Module."""
+    parts = set(_children(module))
+    if parts != ALLEGRO_PARTS:
+        return f"Allegro_Module parts {' '.join(sorted(parts))} differ from nequip-allegro 0.8's"
+    missing = [name for name in ALLEGRO_ATTRIBUTES if not hasattr(module, name)]
+    if missing or not hasattr(module._env_weighter, "weight_numel"):
+        return f"Allegro_Module lacks {' '.join(missing) or '_env_weighter.weight_numel'}"
+    sizes = (len(_children(module.latents)), len(_children(module.tps)), len(list(module._n_scalar_outs)))
+    if not sizes[0] == sizes[1] == sizes[2] == int(module.num_layers):
+        return "Allegro_Module's latents, tensor products and layer count disagree"
+    return ""
+
+
+def _wrap_layers(model: str, edge: list, layers: list, kernels: str):
+    """(edge modules, staged layers, number of layers whose node-wise work and
+    sums over edges run on the receivers only, why the others run whole)."""
+    from ..runtime import make_aggregation
+
+    if model == "Allegro":
+        reduce = layers[0]
+        reasons = [r for r in (receiver_reduce_reason(reduce),) if r]
+        wrapped = WholeLayer(reduce, str(reduce.out_field)) if reasons else \
+            ReceiverEdgewiseReduce(reduce, make_aggregation(kernels))
+        at = [class_name(m) for m in edge].index("Allegro_Module")
+        allegro_reason = allegro_module_reason(edge[at])
+        if allegro_reason:
+            reasons.append(allegro_reason)
+        else:
+            wrapped = AllegroLayer(ReceiverAllegro(edge[at], make_aggregation(kernels)), edge[at + 1:], wrapped)
+            edge = edge[:at]
+        return edge, [wrapped], 0 if reasons else 1, "; ".join(reasons)
+    wrapped, reasons = [], []
+    for layer in layers:
+        reason = receiver_layer_reason(layer)
+        wrapped.append(WholeLayer(layer) if reason else ReceiverLayer(layer, make_aggregation(kernels)))
+        if reason:
+            reasons.append(reason)
+    return edge, wrapped, len(layers) - len(reasons), "; ".join(sorted(set(reasons)))
+
+
+def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, kernels: Optional[str] = None):
     """Convert a nequip >= 0.7 model (NequIP GNN or Allegro: ``.nequip.zip``,
     ``.ckpt``, compiled ``.nequip.pth`` or an in-memory ``GraphModel``) into a
     staged TorchScript model that follows the TorchML driver contract.
@@ -439,7 +543,27 @@ def convert_nequip_modern(source: Source, type_map=None):
     the model's types each KIM species (element) uses; by default the
     training data's map, else the type names themselves when they are
     chemical symbols, else the elements of the model's ZBL term.
+
+    ``prune`` (default): the model computes only what reaches a contributing
+    atom's energy (``kim_gnn/runtime``): NequIP layer i on the particles and
+    edges of the plan, its node-wise work on its receivers only; Allegro on
+    the edges whose center contributes. ``prune=False``: the identity plan
+    (every layer on every particle of its graph).
+
+    ``kernels``: ``"aten"`` (default) or ``"kim_gnn"``: the layers' gathers
+    and sums over edges use the kim_gnn op library (``kim_gnn/kernels.py``).
+    For Allegro that is the environment sums inside ``Allegro_Module`` and the
+    final ``EdgewiseReduce``; the gathers of the environment by center inside
+    allegro's tensor products stay aten (the spec says so, and a warning
+    line). A layer whose parts differ from what ``ReceiverLayer`` /
+    ``ReceiverAllegro`` know runs whole (pruned, aten), with a warning line.
+    The spec records what was applied (``pruned``, ``kernels``,
+    ``receiver_only_layers``, ``whole_layers``, ``kernels_not_applied``).
     """
+    from .. import kernels as kernel_lib
+    from ..runtime import StagedRuntime
+
+    kernels = kernel_lib.check_choice(kernels, prune)
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     load.refuse_aotinductor(str(source), load.artifact_kind(source) if isinstance(source, str) else None)
@@ -448,8 +572,28 @@ def convert_nequip_modern(source: Source, type_map=None):
     if not compiled_file:
         # never touch the user's model: e3nn compiles in place
         node, edge, layers, readout = copy.deepcopy((node, edge, layers, readout))
+    edge, wrapped, receiver_only, whole_reason = _wrap_layers(info.model, edge, layers, kernels)
+    if whole_reason:
+        _warn(f"{len(layers) - receiver_only} of {len(layers)} layer(s) run (partly) whole (pruned, but on every "
+              f"particle they see{', aten sums' if kernels != 'aten' else ''}): {whole_reason}")
+    not_on_kernels = []
+    if kernels != "aten":
+        if whole_reason:
+            not_on_kernels.append(f"{len(layers) - receiver_only} layer(s) run whole")
+        if info.model == "Allegro":
+            not_on_kernels.append("the gathers of the environment by center inside Allegro's tensor products")
+    if not_on_kernels:
+        _warn(f"--kernels kim_gnn applied to part of the {info.model} model only: "
+              f"{'; '.join(not_on_kernels)} stay aten")
+    kinds = [class_name(m) for m in readout]
     type_of_species = [info.type_names.index(info.type_map[e]) for e in info.species]
-    staged = StagedNequIPModern(node, edge, layers, readout, type_of_species, ENERGY_FIELD)
+    staged = StagedNequIPModern(
+        node, edge, wrapped, readout, type_of_species,
+        runtime=StagedRuntime(len(wrapped), receiver_row=0, prune=bool(prune), kernels=kernels),
+        readout_is_edgewise=[k in EDGEWISE_READOUT for k in kinds],
+        readout_is_pair=[k in PAIR_POTENTIALS for k in kinds],
+        energy_field=ENERGY_FIELD,
+    )
     staged = staged.to("cpu").eval()
     for p in staged.parameters():
         p.requires_grad_(False)
@@ -474,6 +618,12 @@ def convert_nequip_modern(source: Source, type_map=None):
             "per_edge_type_cutoff": info.per_edge_type_cutoff,
             "pair_potentials": " ".join(info.pair_potentials),
             "allegro_version": _allegro_version() if info.model == "Allegro" else "",
+            "pruned": "true" if prune else "false",
+            "kernels": kernels,
+            "receiver_only_layers": str(receiver_only),
+            "whole_layers": str(len(layers) - receiver_only),
+            **({"whole_layers_reason": whole_reason} if whole_reason else {}),
+            **({"kernels_not_applied": "; ".join(not_on_kernels)} if not_on_kernels else {}),
         },
     )
     return contract.script_staged(staged, spec, f"nequip {info.model}")

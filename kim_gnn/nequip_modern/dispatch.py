@@ -22,20 +22,16 @@ def convert_nequip(source, type_map=None, prune=True, kernels=None, scalar_only_
     (0.19) ``.nequip.zip`` / ``.ckpt`` / compiled ``.nequip.pth`` / in-memory
     ``GraphModel``, NequIP or Allegro. ``type_map`` (element -> type name)
     applies to nequip >= 0.7 models only; ``prune`` (pruned staged execution,
-    the default), ``kernels`` ("aten", the default, or "kim_gnn": the
-    deterministic CSR kernels of ``kim_gnn/kernels.py``) and
+    the default) and ``kernels`` ("aten", the default, or "kim_gnn": the
+    deterministic CSR kernels of ``kim_gnn/kernels.py``) to every NequIP;
     ``scalar_only_last_layer`` (the default) to 0.5/0.6 models only (nequip
-    >= 0.7 models are converted unpruned and aten-only for now)."""
+    >= 0.7 builds its last layer scalar-only itself)."""
     from ..errors import KimGnnError
 
     if is_modern(source):
         from .convert import convert_nequip_modern
 
-        if kernels not in (None, "aten"):
-            raise KimGnnError("kernels='kim_gnn' (--kernels kim_gnn) applies to NequIP 0.5/0.6 and MACE models; "
-                              "nequip >= 0.7 models are converted aten-only for now")
-
-        return convert_nequip_modern(source, type_map=type_map)
+        return convert_nequip_modern(source, type_map=type_map, prune=prune, kernels=kernels)
     if type_map is not None:
         raise KimGnnError("type_map applies to nequip >= 0.7 models; 0.5/0.6 deployed models map species themselves")
     import torch

@@ -2,17 +2,27 @@
 
 The original ``SequentialGraphNetwork``'s children are reused as they are
 (eager modules compiled by e3nn, or the scripted children of a compiled
-file); only their order of application and their graphs change:
+file); only their order of application, the particles they see and their
+graphs change. The schedule is the core runtime's (``kim_gnn/runtime``):
+pruned (the default) or the identity plan of the unpruned model, one loop:
 
-* node modules (type embedding) run once on all particles;
-* NequIP: message-passing layer i (0 = first) runs on ``edge_index_{L-1-i}``,
-  after the edge modules (spherical harmonics, edge-length normalisation
-  with per-edge-type cutoffs, Bessel encoding) have run on that graph in a
-  fresh dict (nequip caches edge vectors, lengths, types and cutoffs in the
-  dict); the readout, per-type scale/shift and pair potentials then run on
-  the dict of the last layer, whose graph (``edge_index_0``) holds every edge
-  of every contributing atom;
-* Allegro (strictly local, L = 1): every module runs on ``edge_index_0``;
+* node modules (type embedding) run once, on the particles of ``B_L``;
+* NequIP: message-passing layer i (0 = first) convolves over graph
+  k = L-1-i: the edge modules (spherical harmonics, edge-length
+  normalisation with per-edge-type cutoffs, Bessel encoding) run on that
+  graph's kept edges in a fresh dict of the first ``n_{k+1}`` particles
+  (nequip caches edge vectors, lengths, types and cutoffs in the dict), the
+  layer keeps ``n_k`` rows (``ReceiverLayer`` runs the node-wise work after
+  the convolution on those ``n_k`` only);
+* Allegro (strictly local, L = 1): every module up to the ``EdgewiseReduce``
+  runs on the edges whose center is contributing (its environment sums run
+  over the edges of one center, so that is exact), the reduce sums the edge
+  energies into the contributing centers;
+* the readout: node-wise modules (``ScalarMLP``, ``PerTypeScaleShift``) on the
+  first ``n_0`` particles (the contributing ones when pruned); edge-wise ones
+  (``AddRadialCutoffToData``, pair potentials such as ZBL) on the last
+  layer's graph, whose kept edges are every edge into a contributing atom,
+  their energies added as nequip adds them (pair term + energy so far);
 * the energy is the per-atom energy in float64, kept on contributing
   particles only (the original's ``total_energy_sum`` is not used).
 
@@ -20,17 +30,226 @@ Positions stay float64 as nequip's own data pipeline gives them (nequip
 computes edge vectors in float64 and casts inside its modules).
 """
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
-from ..runtime import StagedRuntime
+from ..runtime import AtenAggregation, StagedRuntime
+
+NODE_FEATURES = "node_features"
+ATOMIC_ENERGY = "atomic_energy"
+
+
+class WholeLayer(torch.nn.Module):
+    """A layer called as it is on every particle it is given (a
+    ``ConvNetLayer`` without exactly the parts ``ReceiverLayer`` knows, or an
+    ``EdgewiseReduce`` other than a plain sum); returns its output field,
+    first ``num_out`` rows. Still pruned: it sees only the plan's particles
+    and edges."""
+
+    out_field: str
+
+    def __init__(self, layer: torch.nn.Module, out_field: str = NODE_FEATURES):
+        super().__init__()
+        self.layer = layer
+        self.out_field = out_field
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
+        return self.layer(data)[self.out_field][:num_out]
+
+
+class NoSelfConnection(torch.nn.Module):
+    """Stands for an absent self-connection (``use_sc: false``); never called,
+    but TorchScript compiles both branches of ``if self.has_sc``."""
+
+    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class ReceiverLayer(torch.nn.Module):
+    """A nequip >= 0.7 ``ConvNetLayer(InteractionBlock)`` whose node-wise work
+    after the convolution runs only on the first ``num_out`` particles (the
+    receivers it is asked for). The parts of the layer are called in
+    nequip's order (``nequip/nn/convnetlayer.py``,
+    ``interaction_block.py``, ``_tp_scatter_base.py``):
+
+        sc = sc(x, node_attrs)                          # receivers only
+        h = avg_num_neighbors_norm(linear_1(x))         # every sender (per-type norm)
+        m = scatter_sum(tp(h[sender], edge_attrs, edge_mlp(edge_embedding)), receiver)
+        y = nonlin(linear_2(m) + sc) (+ x if resnet)    # receivers only
+
+    The gather and the scatter sum are ``aggregation``'s
+    (``kim_gnn/runtime/aggregation.py``: aten, or the kim_gnn kernels on
+    receiver-sorted edges) along the ``route`` the runtime planned.
+    """
+
+    has_sc: bool
+    resnet: bool
+    out_field: str
+
+    def __init__(self, layer: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
+        super().__init__()
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        conv = layer.conv
+        self.linear_1 = conv.linear_1
+        self.norm = conv.avg_num_neighbors_norm
+        self.tp = conv.tp_scatter.tp
+        self.edge_mlp = conv.edge_mlp
+        self.linear_2 = conv.linear_2
+        sc = getattr(conv, "sc", None)
+        self.has_sc = isinstance(sc, torch.nn.Module)
+        self.sc = sc if self.has_sc else NoSelfConnection()
+        self.nonlin = layer.equivariant_nonlin
+        self.resnet = bool(layer.resnet)
+        self.out_field = NODE_FEATURES
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
+        x = data["node_features"]
+        x_out = x[:num_out]
+        sc = x_out
+        if self.has_sc:
+            sc = self.sc(x_out, data["node_attrs"][:num_out])
+        # nequip's per-type normalisation reads the atom types from the dict
+        normed: Dict[str, torch.Tensor] = {"node_features": self.linear_1(x), "atom_types": data["atom_types"]}
+        h = self.norm(normed)["node_features"]
+        edge_index = data["edge_index"]
+        edge_features = self.tp(self.aggregation.gather(h, edge_index[1], route), data["edge_attrs"],
+                                self.edge_mlp(data["edge_embedding"]))
+        y = self.linear_2(self.aggregation.scatter(edge_features, edge_index[0], num_out, route))
+        if self.has_sc:
+            y = y + sc
+        y = self.nonlin(y)
+        if self.resnet:
+            y = x_out + y
+        return y
+
+
+class ReceiverEdgewiseReduce(torch.nn.Module):
+    """Allegro's ``EdgewiseReduce`` (sum) into the first ``num_out`` centers
+    through the runtime's aggregation, in allegro's order
+    (``allegro/nn/edgewise.py``): scatter-sum over edges by center, the
+    per-type ``avg_num_neighbors`` norm, divided by sqrt(2)."""
+
+    field: str
+    out_field: str
+
+    def __init__(self, reduce: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
+        super().__init__()
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        self.norm = reduce.norm_module
+        self.field = str(reduce.field)
+        self.out_field = str(reduce.out_field)
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
+        summed = self.aggregation.scatter(data[self.field], data["edge_index"][0], num_out, route)
+        normed: Dict[str, torch.Tensor] = {"node_features": summed, "atom_types": data["atom_types"]}
+        return self.norm(normed)["node_features"] / (2.0**0.5)
+
+
+class ReceiverAllegro(torch.nn.Module):
+    """Allegro's ``Allegro_Module`` whose environment sums (over the edges of
+    each center) run through the runtime's aggregation into the first
+    ``num_out`` centers (the only ones an edge of the plan has), in
+    allegro's order (``allegro/nn/_allegro.py``):
+
+        projection = first_layer_env_embed_projection(two-body scalars)
+        per layer: env = norm(scatter_sum(env_weighter(tensor_basis, env_w), center))
+                   tensor_features = tp(tensor_features, env, center)   # gathers env by center
+                   latents = latent(cat(scalar features so far, scalars of tensor_features))
+
+    The gather of ``env`` by center stays inside allegro's tensor product
+    (aten ``index_select``)."""
+
+    num_layers: int
+    num_scalar_features: int
+    env_weight_numel: int
+    n_scalar_outs: List[int]
+    tensor_basis_in_field: str
+    tensor_features_in_field: str
+    scalar_in_field: str
+    scalar_out_field: str
+
+    def __init__(self, module: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
+        super().__init__()
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        self.projection = module.first_layer_env_embed_projection
+        self.env_weighter = module._env_weighter
+        self.norm = module.avg_num_neighbors_norm
+        # (a compiled file's ModuleLists are script modules, which TorchScript
+        # cannot iterate: hold their children in plain ones)
+        self.latents = torch.nn.ModuleList([m for _, m in module.latents.named_children()])
+        self.tps = torch.nn.ModuleList([m for _, m in module.tps.named_children()])
+        self.num_layers = int(module.num_layers)
+        self.num_scalar_features = int(module.num_scalar_features)
+        self.env_weight_numel = int(module._env_weighter.weight_numel)
+        self.n_scalar_outs = [int(n) for n in module._n_scalar_outs]
+        self.tensor_basis_in_field = str(module.tensor_basis_in_field)
+        self.tensor_features_in_field = str(module.tensor_features_in_field)
+        self.scalar_in_field = str(module.scalar_in_field)
+        self.scalar_out_field = str(module.scalar_out_field)
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        edge_center = data["edge_index"][0]
+        tensor_basis = data[self.tensor_basis_in_field]
+        tensor_features = data[self.tensor_features_in_field]
+        projection = self.projection(data[self.scalar_in_field])
+        accumulated = [torch.narrow(projection, -1, 0, self.num_scalar_features)]
+        env_w = torch.narrow(projection, -1, self.num_scalar_features, self.env_weight_numel)
+        layer_index = 0
+        for latent, tp in zip(self.latents, self.tps):
+            env = self.aggregation.scatter(self.env_weighter(tensor_basis, env_w), edge_center, num_out, route)
+            size0, size1, size2 = env.shape[0], env.shape[1], env.shape[2]
+            normed: Dict[str, torch.Tensor] = {"node_features": env.view(size0, size1 * size2),
+                                               "atom_types": data["atom_types"]}
+            env = self.norm(normed)["node_features"].view(size0, size1, size2)
+            tensor_features = tp(tensor_features, env, edge_center)
+            num_scalars = self.n_scalar_outs[layer_index]
+            scalars = tensor_features[:, :, :num_scalars].reshape(
+                tensor_features.shape[0], tensor_features.shape[1] * num_scalars
+            )
+            latents = latent(torch.cat(accumulated + [scalars], dim=-1))
+            accumulated.append(torch.narrow(latents, -1, 0, self.num_scalar_features))
+            if layer_index < self.num_layers - 1:
+                env_w = torch.narrow(latents, -1, self.num_scalar_features, self.env_weight_numel)
+            layer_index += 1
+        data[self.scalar_out_field] = torch.cat(accumulated, dim=-1)
+        return data
+
+
+class AllegroLayer(torch.nn.Module):
+    """Allegro's one staged layer: ``ReceiverAllegro``, the edge-wise modules
+    between it and the reduce (the edge energy readout), and the
+    ``EdgewiseReduce`` into the first ``num_out`` centers."""
+
+    out_field: str
+
+    def __init__(self, allegro: torch.nn.Module, edge_readout: List[torch.nn.Module], reduce: torch.nn.Module):
+        super().__init__()
+        self.allegro = allegro
+        self.edge_readout = torch.nn.ModuleList(edge_readout)
+        self.reduce = reduce
+        self.out_field = reduce.out_field
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
+        data = self.allegro(data, num_out, route)
+        for module in self.edge_readout:
+            data = module(data)
+        return self.reduce(data, num_out, route)
 
 
 class StagedNequIPModern(torch.nn.Module):
+    """``layers``: each a ``ReceiverLayer`` / ``AllegroLayer`` /
+    ``ReceiverEdgewiseReduce`` / ``WholeLayer``: ``forward(data, num_out,
+    route)`` -> its ``out_field``
+    on the first ``num_out`` particles. ``readout_is_edgewise`` flags the
+    readout modules that run on the last graph's dict (pair potentials,
+    ``AddRadialCutoffToData``); ``readout_is_pair`` those of them that add
+    to the per-atom energy."""
+
     num_layers: int
-    num_convolutions: int
     energy_field: str
+    readout_is_edgewise: List[bool]
+    readout_is_pair: List[bool]
 
     def __init__(
         self,
@@ -39,17 +258,25 @@ class StagedNequIPModern(torch.nn.Module):
         layers: List[torch.nn.Module],
         readout: List[torch.nn.Module],
         type_of_species: List[int],
-        energy_field: str = "atomic_energy",
+        runtime: StagedRuntime,
+        readout_is_edgewise: List[bool],
+        readout_is_pair: List[bool],
+        energy_field: str = ATOMIC_ENERGY,
     ):
         super().__init__()
+        # nequip and Allegro: edge_index[0] is the center (receiver)
+        if runtime.receiver_row != 0 or runtime.num_layers != len(layers):
+            raise ValueError("the runtime has receiver row 0 and one graph per layer")
+        if not (len(readout_is_edgewise) == len(readout_is_pair) == len(readout)):
+            raise ValueError("readout_is_edgewise and readout_is_pair must flag every readout module")
         self.node_modules = torch.nn.ModuleList(node_modules)
         self.edge_modules = torch.nn.ModuleList(edge_modules)
         self.layers = torch.nn.ModuleList(layers)
         self.readout = torch.nn.ModuleList(readout)
-        self.num_convolutions = len(layers)
-        self.num_layers = max(1, len(layers))
-        # unpruned for now: the identity plan
-        self.runtime = StagedRuntime(self.num_layers, receiver_row=0, prune=False)
+        self.readout_is_edgewise = [bool(f) for f in readout_is_edgewise]
+        self.readout_is_pair = [bool(f) for f in readout_is_pair]
+        self.num_layers = len(layers)
+        self.runtime = runtime
         self.energy_field = energy_field
         # KIM species index -> the model's atom type index
         self.register_buffer("type_of_species", torch.tensor(type_of_species, dtype=torch.int64))
@@ -61,30 +288,45 @@ class StagedNequIPModern(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
-        atom_types = torch.index_select(self.type_of_species, 0, species.view(-1))
-        nodes: Dict[str, torch.Tensor] = {"pos": coordinates, "atom_types": atom_types}
+        plan = self.runtime.plan(graphs, contributions)
+        # species of particles no layer reads are never looked up
+        atom_types = torch.index_select(self.type_of_species, 0, self.runtime.needed(species.view(-1), plan))
+        nodes: Dict[str, torch.Tensor] = {"pos": self.runtime.needed(coordinates, plan), "atom_types": atom_types}
         for node_module in self.node_modules:
             nodes = node_module(nodes)
 
-        data: Dict[str, torch.Tensor] = nodes.copy()
-        if self.num_convolutions == 0:
-            data["edge_index"] = graphs[0]
-            for local_module in self.edge_modules:
-                data = local_module(data)
-        else:
-            for i, layer in enumerate(self.layers):
-                # a fresh dict per graph: edge vectors, lengths, types and
-                # cutoffs are cached in it by the edge modules
-                data = nodes.copy()
-                data["edge_index"] = graphs[self.num_layers - 1 - i]
-                for edge_module in self.edge_modules:
-                    data = edge_module(data)
-                data = layer(data)
-                nodes["node_features"] = data["node_features"]
+        data: Dict[str, torch.Tensor] = nodes
+        for i, layer in enumerate(self.layers):
+            k = self.runtime.graph_of_layer(i)
+            num_in = plan.counts[k + 1]
+            # a fresh dict per graph: edge vectors, lengths, types and
+            # cutoffs are cached in it by the edge modules
+            data = {}
+            for key, value in nodes.items():
+                data[key] = value[:num_in]
+            data["edge_index"] = plan.edges[k]
+            for edge_module in self.edge_modules:
+                data = edge_module(data)
+            nodes[layer.out_field] = layer(data, plan.counts[k], plan.routes[k])
 
-        for readout_module in self.readout:
-            data = readout_module(data)
+        # node-wise readout on the first n_0 particles; edge-wise modules on
+        # the last layer's graph dict (edges into the first n_0)
+        num_contributing = plan.counts[0]
+        out: Dict[str, torch.Tensor] = {}
+        for key, value in nodes.items():
+            out[key] = value[:num_contributing]
+        for i, module in enumerate(self.readout):
+            if not self.readout_is_edgewise[i]:
+                out = module(out)
+            elif self.readout_is_pair[i]:
+                if "atomic_energy" in data:
+                    del data["atomic_energy"]
+                term = module(data)["atomic_energy"][:num_contributing]
+                if "atomic_energy" in out:
+                    term = term + out["atomic_energy"]
+                out["atomic_energy"] = term
+            else:
+                data = module(data)
 
-        energy = data[self.energy_field].reshape(-1).to(torch.float64)
-        plan = self.runtime.plan(graphs, contributions)
+        energy = out[self.energy_field].reshape(-1).to(torch.float64)
         return self.runtime.particle_energies(energy, plan, contributions)

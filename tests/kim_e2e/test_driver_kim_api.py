@@ -101,10 +101,78 @@ def check_against_original(model, case_name):
     return got
 
 
+def kim_log_error_lines(kim_log):
+    """The error entries of a kim.log: after the KIM API's timestamp and
+    sequence number, the entry's verbosity ``* Error *``."""
+    import gc
+
+    gc.collect()  # the KIM objects log their destruction too
+    text = kim_log.read_text(errors="replace") if kim_log.exists() else ""
+    return [line for line in text.splitlines() if re.search(r"\*\s*error\s*\*", line, re.I)]
+
+
 @pytest.mark.parametrize("architecture,case_name",
                          [(a, c) for a, cases in QUICK_CASES.items() for c in cases])
 def test_kim_api_matches_the_original_model(installed_models, kim_log_dir, architecture, case_name):
+    """... and, when nothing is wrong, the KIM API logs no error: the driver
+    has a Refresh routine, which ASE's ClearThenRefresh() calls before every
+    compute (the KIM API logs an error for a model with no Refresh and no
+    parameters)."""
     check_against_original(installed_models(architecture), case_name)
+    assert kim_log_error_lines(kim_log_dir) == []
+
+
+def test_published_parameters_are_the_models_and_a_change_is_refused(installed_models, kim_log_dir):
+    """The driver publishes cutoff and num_layers (the KIM API takes a
+    Refresh routine only from a model with parameters); they are the
+    model's, and a simulator that changes one gets a KIM error at the next
+    refresh, the value restored."""
+    model = installed_models("nequip")
+    atoms = _case("rattled_bulk", model.spec).atoms.copy()
+    calc = KIM(model.item, options={"release_GIL": True})
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    params = calc.get_parameters(cutoff=[0], num_layers=[0])
+    assert params["cutoff"][1][0] == model.spec.cutoff and params["num_layers"][1][0] == model.spec.num_layers
+    assert kim_log_error_lines(kim_log_dir) == []
+    calc.set_parameters(cutoff=[[0], [model.spec.cutoff + 1.0]])
+    atoms.positions[0] += 0.01
+    try:
+        atoms.get_potential_energy()  # ClearThenRefresh() fails (kimpy 2.1 does not raise on it)
+    except Exception:
+        pass
+    assert any("fixed by the trained model; the changed value was refused and restored" in line
+               for line in kim_log_error_lines(kim_log_dir))
+    assert calc.get_parameters(cutoff=[0])["cutoff"][1][0] == model.spec.cutoff
+
+
+def test_kim_log_error_lines_sees_an_error(kim_log_dir):
+    """The kim.log check is not empty-handed: an entry the KIM API writes at
+    verbosity Error is found."""
+    kim_log_dir.write_text("2026-01-01:00:00:00UTC * 0 * error * 0x1 * KIM_ModelImplementation.cpp:1 * a test error\n"
+                           "2026-01-01:00:00:00UTC * 1 * information * 0x1 * kim_gnn_driver.cpp:2 * fine\n")
+    assert len(kim_log_error_lines(kim_log_dir)) == 1
+
+
+def test_ase_refresh_and_repeated_computes_leave_no_kim_log_error(installed_models, kim_log_dir):
+    """A fresh kim.log after an ASE session on one calculator: several
+    updates of positions and cell (each a ClearThenRefresh() and a compute),
+    energy, forces and stress, and ASE's get_parameters (a refresh too)."""
+    model = installed_models("mace")
+    atoms = _case("triclinic_alloy", model.spec).atoms.copy()
+    calc = KIM(model.item, options={"release_GIL": True})
+    atoms.calc = calc
+    for step in range(3):
+        atoms.positions[0] += 0.01 * (step + 1)
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        atoms.get_stress()
+    atoms.set_cell(atoms.cell * 1.01, scale_atoms=True)
+    atoms.get_potential_energy()
+    calc.get_parameters()
+    del atoms, calc
+    assert kim_log_dir.exists()  # the KIM API did log (model creation at least)
+    assert kim_log_error_lines(kim_log_dir) == []
 
 
 @pytest.mark.slow

@@ -128,6 +128,13 @@ def test_legacy_conversions_run_in_the_modern_environment(tmp_path):
     with pytest.raises(KimGnnError, match=r"legacy environment.*scripts/setup\.sh"):
         NequIPOriginal(tmp_path / "deployed.pth")
 
+    # convert here suggests the verify command that works: the legacy environment's
+    item = tmp_path / "N__MO_000000000000_000"
+    cli = subprocess.run([sys.executable, "-m", "kim_gnn.cli", "convert", str(tmp_path / "deployed.pth"),
+                          "-o", str(item), "-q"], capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 0, cli.stderr
+    assert f"check it with: .venv/bin/kim-gnn verify {tmp_path / 'deployed.pth'} {item}  (in the legacy" in cli.stdout
+
     # and the modern CLI names the legacy environment for the MACE file
     cli = subprocess.run([sys.executable, "-m", "kim_gnn.cli", "convert", str(tmp_path / "mace.model"),
                           "-o", str(tmp_path / "M__MO_000000000000_000")], capture_output=True, text=True, cwd=REPO)

@@ -50,16 +50,29 @@ def test_info_convert_verify_with_a_type_map(modern_models, tmp_path):
     assert code == 2 and "--head" in err
 
 
-def test_kernels_are_refused_for_modern_models(modern_models, tmp_path):
-    """--kernels kim_gnn applies to NequIP 0.5/0.6 and MACE; --kernels aten is the default and accepted."""
-    compiled = modern_models.compiled(species=("Si",), num_layers=1, seed=3)
-    code, out, err = run_cli("convert", compiled, "-o", tmp_path / "K__MO_000000000000_000", "--kernels", "kim_gnn")
-    assert code == 2 and "--kernels" in err and "nequip-modern" in err and "Traceback" not in err
-    assert not (tmp_path / "K__MO_000000000000_000").exists()
-    code, out, err = run_cli("convert", compiled, "-o", tmp_path / "A__MO_000000000000_000", "--kernels", "aten", "-q")
-    assert code == 0, err
-    from kim_gnn.nequip import convert_nequip
-    from kim_gnn.errors import KimGnnError
+def test_prune_and_kernels_flow_from_the_cli(modern_models, tmp_path):
+    """--no-prune and --kernels reach the nequip >= 0.7 converter and are
+    recorded: the default is pruned and aten-only; --kernels kim_gnn (where
+    the op library is built) is recorded and names kim_gnn ops; --no-prune
+    with --kernels kim_gnn is one clear error and writes nothing."""
+    from kim_gnn import kernels
+    from kim_gnn.executor import read_spec
 
-    with pytest.raises(KimGnnError, match="nequip >= 0.7 models are converted aten-only"):
-        convert_nequip(compiled, kernels="kim_gnn")
+    compiled = modern_models.compiled(species=("Si",), num_layers=1, seed=3)
+    runs = {"A": ["--kernels", "aten"], "U": ["--no-prune"]}
+    if kernels.available():
+        runs["K"] = ["--kernels", "kim_gnn"]
+    for name, flags in runs.items():
+        item = tmp_path / f"{name}__MO_000000000000_000"
+        code, out, err = run_cli("convert", compiled, "-o", item, *flags)
+        assert code == 0, err
+        details = read_spec(item).details
+        assert details["pruned"] == ("false" if name == "U" else "true"), details
+        assert details["kernels"] == ("kim_gnn" if name == "K" else "aten"), details
+        assert kernels.archive_uses_ops(str(item / "model.pt")) == (name == "K")
+        if name == "K":
+            assert "kernels kim_gnn" in out
+    item = tmp_path / "X__MO_000000000000_000"
+    code, out, err = run_cli("convert", compiled, "-o", item, "--no-prune", "--kernels", "kim_gnn")
+    assert code == 2 and "--no-prune" in err and "Traceback" not in err, err
+    assert not item.exists()

@@ -91,3 +91,37 @@ def test_allegro_two_species_float32_other_artifacts(modern_models, artifact):
 def test_allegro_spline_scalar_embedding(modern_models):
     model = modern_models.in_memory(architecture="allegro", species=("Si", "C"), num_layers=2, scalar_embed="spline", seed=10)
     _check(model, _convert(model))
+
+
+# Every model kind pruned (the default), unpruned (the identity plan) and with
+# the kim_gnn kernels, in both dtypes: the battery against the original, and
+# the spec records what was applied.
+MODES = {"pruned": {}, "unpruned": {"prune": False}, "kernels": {"kernels": "kim_gnn"}}
+KINDS = {
+    "nequip": dict(species=("Si", "C"), num_layers=3, l_max=2, pair_potential="ZBL", seed=31),
+    "allegro": dict(architecture="allegro", species=("Si", "C"), num_layers=2, pair_potential="ZBL", seed=32),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_model_kind_pruned_unpruned_and_with_kernels(modern_models, kind, mode, dtype):
+    from kim_gnn import kernels
+
+    if mode == "kernels" and not kernels.available():
+        pytest.skip(f"the kim_gnn op library is not built ({kernels.BUILD_COMMAND})")
+    source = modern_models.compiled(**KINDS[kind], model_dtype=dtype) if dtype == "float32" else \
+        modern_models.in_memory(**KINDS[kind], model_dtype=dtype)
+    staged = _convert(source, **MODES[mode])
+    details = staged.kim_gnn_spec.details
+    assert details["pruned"] == ("false" if mode == "unpruned" else "true"), details
+    assert details["kernels"] == ("kim_gnn" if mode == "kernels" else "aten"), details
+    # every layer of these models has exactly the parts the receiver-only forms reimplement
+    assert details["receiver_only_layers"] == ("3" if kind == "nequip" else "1") and details["whole_layers"] == "0"
+    if mode == "kernels" and kind == "allegro":
+        assert "inside Allegro's tensor products" in details["kernels_not_applied"], details
+    else:
+        assert "kernels_not_applied" not in details, details
+    _check(source, staged)
