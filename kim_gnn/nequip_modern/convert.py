@@ -37,7 +37,7 @@ import torch
 from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
-from ..errors import KimGnnError, UnsupportedModelError, first_line
+from ..errors import KimGnnError, UnsupportedModelError, first_line, warn_not_applied
 from . import load
 from .staged import (AllegroLayer, ReceiverAllegro, ReceiverEdgewiseReduce, ReceiverLayer, StagedNequIPModern,
                      WholeLayer)
@@ -482,10 +482,29 @@ def receiver_reduce_reason(reduce) -> str:
     return ""
 
 
-def _warn(message: str) -> None:
-    import sys
-
-    print(f"kim-gnn: warning: {message}", file=sys.stderr)
+def _kernel_parts(model: str, wrapped: list, pair_potentials: List[str]) -> Tuple[List[str], List[str]]:
+    """(parts that sum and gather with the kim_gnn kernels, parts that stay
+    aten) of a model converted with --kernels kim_gnn."""
+    applied, not_applied = [], []
+    if model == "Allegro":
+        layer = wrapped[0]
+        if isinstance(layer, AllegroLayer):
+            applied.append("Allegro's environment sums")
+            not_applied.append("the gathers of the environment by center inside Allegro's tensor products")
+        else:
+            not_applied.append("the Allegro module (runs whole)")
+        reduce = layer.reduce if isinstance(layer, AllegroLayer) else layer
+        (applied if isinstance(reduce, ReceiverEdgewiseReduce) else not_applied).append("EdgewiseReduce")
+    else:
+        on = [str(i + 1) for i, w in enumerate(wrapped) if isinstance(w, ReceiverLayer)]
+        whole = [str(i + 1) for i, w in enumerate(wrapped) if not isinstance(w, ReceiverLayer)]
+        if on:
+            applied.append(f"layers {' '.join(on)}")
+        if whole:
+            not_applied.append(f"layer(s) {' '.join(whole)} (run whole, nequip's own scatter)")
+    if pair_potentials:
+        not_applied.append(f"pair potential {' '.join(pair_potentials)} (nequip's own scatter)")
+    return applied, not_applied
 
 
 ALLEGRO_PARTS = {"first_layer_env_embed_projection", "_env_weighter", "avg_num_neighbors_norm", "latents", "tps"}
@@ -574,17 +593,15 @@ def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, ker
         node, edge, layers, readout = copy.deepcopy((node, edge, layers, readout))
     edge, wrapped, receiver_only, whole_reason = _wrap_layers(info.model, edge, layers, kernels)
     if whole_reason:
-        _warn(f"{len(layers) - receiver_only} of {len(layers)} layer(s) run (partly) whole (pruned, but on every "
-              f"particle they see{', aten sums' if kernels != 'aten' else ''}): {whole_reason}")
-    not_on_kernels = []
+        warn_not_applied(f"receiver-only layers not applied to {len(layers) - receiver_only} of {len(layers)} "
+                         f"layer(s): they run (partly) whole (pruned, but on every particle they see): {whole_reason}")
+    on_kernels: List[str] = []
+    not_on_kernels: List[str] = []
     if kernels != "aten":
-        if whole_reason:
-            not_on_kernels.append(f"{len(layers) - receiver_only} layer(s) run whole")
-        if info.model == "Allegro":
-            not_on_kernels.append("the gathers of the environment by center inside Allegro's tensor products")
+        on_kernels, not_on_kernels = _kernel_parts(info.model, wrapped, info.pair_potentials)
     if not_on_kernels:
-        _warn(f"--kernels kim_gnn applied to part of the {info.model} model only: "
-              f"{'; '.join(not_on_kernels)} stay aten")
+        warn_not_applied(f"--kernels kim_gnn not applied to {'; '.join(not_on_kernels)} of the {info.model} model: "
+                         "those sums stay aten")
     kinds = [class_name(m) for m in readout]
     type_of_species = [info.type_names.index(info.type_map[e]) for e in info.species]
     staged = StagedNequIPModern(
@@ -619,7 +636,8 @@ def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, ker
             "pair_potentials": " ".join(info.pair_potentials),
             "allegro_version": _allegro_version() if info.model == "Allegro" else "",
             "pruned": "true" if prune else "false",
-            "kernels": kernels,
+            "kernels": "kim_gnn" if on_kernels else "aten",
+            "kernels_applied": "; ".join(on_kernels) or "none",
             "receiver_only_layers": str(receiver_only),
             "whole_layers": str(len(layers) - receiver_only),
             **({"whole_layers_reason": whole_reason} if whole_reason else {}),

@@ -120,8 +120,13 @@ def test_every_model_kind_pruned_unpruned_and_with_kernels(modern_models, kind, 
     assert details["kernels"] == ("kim_gnn" if mode == "kernels" else "aten"), details
     # every layer of these models has exactly the parts the receiver-only forms reimplement
     assert details["receiver_only_layers"] == ("3" if kind == "nequip" else "1") and details["whole_layers"] == "0"
-    if mode == "kernels" and kind == "allegro":
-        assert "inside Allegro's tensor products" in details["kernels_not_applied"], details
+    if mode == "kernels":
+        assert details["kernels_applied"] == (
+            "layers 1 2 3" if kind == "nequip" else "Allegro's environment sums; EdgewiseReduce"), details
+        # the ZBL term sums with nequip's own scatter
+        assert "pair potential ZBL" in details["kernels_not_applied"], details
+        if kind == "allegro":
+            assert "inside Allegro's tensor products" in details["kernels_not_applied"], details
     else:
-        assert "kernels_not_applied" not in details, details
+        assert details["kernels_applied"] == "none" and "kernels_not_applied" not in details, details
     _check(source, staged)
