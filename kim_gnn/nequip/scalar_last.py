@@ -114,6 +114,7 @@ class ScalarOnlyLastLayer(torch.nn.Module):
     route)`` returns the layer's full-width features on the first ``num_out``
     particles, zero outside the read channels."""
 
+    out_field: str
     has_sc: bool
     resnet: bool
     has_avg: bool
@@ -129,6 +130,7 @@ class ScalarOnlyLastLayer(torch.nn.Module):
                  act_bounds: List[int], read_channels: torch.Tensor, out_dim: int, resnet: bool,
                  avg_num_neighbors: Optional[float], aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
+        self.out_field = "node_features"
         # gather / scatter-sum of the edges: aten, or the kim_gnn ops (kim_gnn/runtime/aggregation.py)
         self.aggregation = aggregation if aggregation is not None else AtenAggregation()
         self.fc_hidden = torch.nn.ModuleList(fc_hidden)

@@ -26,7 +26,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..runtime import AtenAggregation, StagedRuntime
+from ..runtime import AtenAggregation, StagePlan, StagedRuntime
+from .graph_stages import StagedGraphNetwork
 
 
 
@@ -34,9 +35,12 @@ class WholeLayer(torch.nn.Module):
     """A scripted ``ConvNetLayer`` called as it is (on every particle it is
     given); returns the new node features, first ``num_out`` rows."""
 
+    out_field: str
+
     def __init__(self, layer: torch.nn.Module):
         super().__init__()
         self.layer = layer
+        self.out_field = "node_features"
 
     def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
         return self.layer(data)["node_features"][:num_out]
@@ -70,9 +74,11 @@ class ReceiverLayer(torch.nn.Module):
     resnet: bool
     has_avg: bool
     avg_num_neighbors: float
+    out_field: str
 
     def __init__(self, layer: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
+        self.out_field = "node_features"
         self.aggregation = aggregation if aggregation is not None else AtenAggregation()
         conv = layer.conv
         self.fc = conv.fc
@@ -112,11 +118,12 @@ class ReceiverLayer(torch.nn.Module):
         return y
 
 
-class StagedNequIP(torch.nn.Module):
+class StagedNequIP(StagedGraphNetwork):
+    """NequIP 0.5/0.6 on the family's staged loop (``graph_stages.py``):
+    positions in the model's dtype, species as nequip's type indices, the
+    global ``RescaleOutput`` factors applied to the per-atom energy."""
+
     model_dtype: torch.dtype
-    energy_field: str
-    num_layers: int
-    readout_is_pair: List[bool]
 
     def __init__(
         self,
@@ -131,81 +138,25 @@ class StagedNequIP(torch.nn.Module):
         runtime: StagedRuntime,
         readout_is_pair: List[bool] = (),
     ):
-        super().__init__()
-        # NequIP: edge_index[0] is the center (receiver), edge_index[1] the neighbor.
-        if runtime.receiver_row != 0 or runtime.num_layers != len(layers):
-            raise ValueError("NequIP's runtime has receiver row 0 and one graph per layer")
-        self.runtime = runtime
-        self.readout_is_pair = [bool(p) for p in readout_is_pair] or [False] * len(readout)
-        if len(self.readout_is_pair) != len(readout):
-            raise ValueError("readout_is_pair must flag every readout module")
-        self.node_encoders = torch.nn.ModuleList(node_encoders)
-        self.edge_encoders = torch.nn.ModuleList(edge_encoders)
         # Each layer a WholeLayer, ReceiverLayer or ScalarOnlyLastLayer:
         # forward(data, num_out, route) -> features of the first num_out nodes.
-        self.layers = torch.nn.ModuleList(layers)
-        self.readout = torch.nn.ModuleList(readout)
-        self.energy_field = energy_field
-        self.num_layers = len(layers)
+        # Only pair potentials run on the last graph's dict.
+        readout_is_pair = [bool(p) for p in readout_is_pair] or [False] * len(readout)
+        super().__init__(node_encoders, edge_encoders, layers, readout, runtime,
+                         readout_is_edgewise=readout_is_pair, readout_is_pair=readout_is_pair,
+                         energy_field=energy_field)
         self.model_dtype = model_dtype
         # Global RescaleOutput factors, innermost first, applied in float64 as
         # NequIP applies them in its default dtype.
         self.register_buffer("rescale_scales", torch.tensor(rescale_scales, dtype=torch.float64))
         self.register_buffer("rescale_shifts", torch.tensor(rescale_shifts, dtype=torch.float64))
 
-    def forward(
-        self,
-        species: torch.Tensor,
-        coordinates: torch.Tensor,
-        graphs: List[torch.Tensor],
-        contributions: torch.Tensor,
-    ) -> torch.Tensor:
-        """In the plan's numbering, layer i sees the first ``n_{k+1}``
-        particles and the edges into the first ``n_k``, and keeps ``n_k``
-        rows; the readout runs on the first ``n_0``."""
-        plan = self.runtime.plan(graphs, contributions)
+    def node_inputs(self, species: torch.Tensor, coordinates: torch.Tensor, plan: StagePlan) -> Dict[str, torch.Tensor]:
         pos = self.runtime.needed(coordinates, plan).to(self.model_dtype)
-        atom_types = self.runtime.needed(species, plan).view(-1, 1)
-        nodes: Dict[str, torch.Tensor] = {"pos": pos, "atom_types": atom_types}
-        for encoder in self.node_encoders:
-            nodes = encoder(nodes)
+        return {"pos": pos, "atom_types": self.runtime.needed(species, plan).view(-1, 1)}
 
-        data: Dict[str, torch.Tensor] = nodes
-        for i, layer in enumerate(self.layers):
-            k = self.runtime.graph_of_layer(i)
-            num_in = plan.counts[k + 1]
-            # A fresh dict per graph: edge vectors, lengths and cutoffs are
-            # cached in it by the encoders.
-            data = {}
-            for key, value in nodes.items():
-                data[key] = value[:num_in]
-            data["edge_index"] = plan.edges[k]
-            for encoder in self.edge_encoders:
-                data = encoder(data)
-            data["node_features"] = layer(data, plan.counts[k], plan.routes[k])
-            nodes["node_features"] = data["node_features"]
-
-        # Node-wise readout on the first n_0 particles; pair terms on the last
-        # layer's graph (edges into them, senders among the first n_1), added
-        # as NequIP adds them: pair + energy so far.
-        num_contributing = plan.counts[0]
-        out: Dict[str, torch.Tensor] = {}
-        for key, value in nodes.items():
-            out[key] = value[:num_contributing]
-        for i, module in enumerate(self.readout):
-            if self.readout_is_pair[i]:
-                # (NequIP's pair potentials always add to "atomic_energy".)
-                pair_data = data.copy()
-                if "atomic_energy" in pair_data:
-                    del pair_data["atomic_energy"]
-                term = module(pair_data)["atomic_energy"][:num_contributing]
-                if "atomic_energy" in out:
-                    term = term + out["atomic_energy"]
-                out["atomic_energy"] = term
-            else:
-                out = module(out)
-
-        energy = out[self.energy_field].reshape(-1).to(torch.float64)
+    def finish_energy(self, energy: torch.Tensor) -> torch.Tensor:
+        energy = energy.to(torch.float64)
         for k in range(self.rescale_scales.shape[0]):
             energy = energy * self.rescale_scales[k] + self.rescale_shifts[k]
-        return self.runtime.particle_energies(energy, plan, contributions)
+        return energy

@@ -34,10 +34,10 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..runtime import AtenAggregation, StagedRuntime
+from ..nequip.graph_stages import ATOMIC_ENERGY, StagedGraphNetwork
+from ..runtime import AtenAggregation, StagePlan, StagedRuntime
 
 NODE_FEATURES = "node_features"
-ATOMIC_ENERGY = "atomic_energy"
 
 
 class WholeLayer(torch.nn.Module):
@@ -237,19 +237,12 @@ class AllegroLayer(torch.nn.Module):
         return self.reduce(data, num_out, route)
 
 
-class StagedNequIPModern(torch.nn.Module):
-    """``layers``: each a ``ReceiverLayer`` / ``AllegroLayer`` /
-    ``ReceiverEdgewiseReduce`` / ``WholeLayer``: ``forward(data, num_out,
-    route)`` -> its ``out_field``
-    on the first ``num_out`` particles. ``readout_is_edgewise`` flags the
-    readout modules that run on the last graph's dict (pair potentials,
-    ``AddRadialCutoffToData``); ``readout_is_pair`` those of them that add
-    to the per-atom energy."""
-
-    num_layers: int
-    energy_field: str
-    readout_is_edgewise: List[bool]
-    readout_is_pair: List[bool]
+class StagedNequIPModern(StagedGraphNetwork):
+    """nequip >= 0.7 on the NequIP family's staged loop
+    (``kim_gnn/nequip/graph_stages.py``): KIM species mapped to the model's
+    atom types, positions in float64 as nequip's data pipeline gives them.
+    ``layers``: each a ``ReceiverLayer`` / ``AllegroLayer`` /
+    ``ReceiverEdgewiseReduce`` / ``WholeLayer``."""
 
     def __init__(
         self,
@@ -263,70 +256,15 @@ class StagedNequIPModern(torch.nn.Module):
         readout_is_pair: List[bool],
         energy_field: str = ATOMIC_ENERGY,
     ):
-        super().__init__()
-        # nequip and Allegro: edge_index[0] is the center (receiver)
-        if runtime.receiver_row != 0 or runtime.num_layers != len(layers):
-            raise ValueError("the runtime has receiver row 0 and one graph per layer")
-        if not (len(readout_is_edgewise) == len(readout_is_pair) == len(readout)):
-            raise ValueError("readout_is_edgewise and readout_is_pair must flag every readout module")
-        self.node_modules = torch.nn.ModuleList(node_modules)
-        self.edge_modules = torch.nn.ModuleList(edge_modules)
-        self.layers = torch.nn.ModuleList(layers)
-        self.readout = torch.nn.ModuleList(readout)
-        self.readout_is_edgewise = [bool(f) for f in readout_is_edgewise]
-        self.readout_is_pair = [bool(f) for f in readout_is_pair]
-        self.num_layers = len(layers)
-        self.runtime = runtime
-        self.energy_field = energy_field
+        super().__init__(node_modules, edge_modules, layers, readout, runtime,
+                         readout_is_edgewise, readout_is_pair, energy_field)
         # KIM species index -> the model's atom type index
         self.register_buffer("type_of_species", torch.tensor(type_of_species, dtype=torch.int64))
 
-    def forward(
-        self,
-        species: torch.Tensor,
-        coordinates: torch.Tensor,
-        graphs: List[torch.Tensor],
-        contributions: torch.Tensor,
-    ) -> torch.Tensor:
-        plan = self.runtime.plan(graphs, contributions)
+    def node_inputs(self, species: torch.Tensor, coordinates: torch.Tensor, plan: StagePlan) -> Dict[str, torch.Tensor]:
         # species of particles no layer reads are never looked up
         atom_types = torch.index_select(self.type_of_species, 0, self.runtime.needed(species.view(-1), plan))
-        nodes: Dict[str, torch.Tensor] = {"pos": self.runtime.needed(coordinates, plan), "atom_types": atom_types}
-        for node_module in self.node_modules:
-            nodes = node_module(nodes)
+        return {"pos": self.runtime.needed(coordinates, plan), "atom_types": atom_types}
 
-        data: Dict[str, torch.Tensor] = nodes
-        for i, layer in enumerate(self.layers):
-            k = self.runtime.graph_of_layer(i)
-            num_in = plan.counts[k + 1]
-            # a fresh dict per graph: edge vectors, lengths, types and
-            # cutoffs are cached in it by the edge modules
-            data = {}
-            for key, value in nodes.items():
-                data[key] = value[:num_in]
-            data["edge_index"] = plan.edges[k]
-            for edge_module in self.edge_modules:
-                data = edge_module(data)
-            nodes[layer.out_field] = layer(data, plan.counts[k], plan.routes[k])
-
-        # node-wise readout on the first n_0 particles; edge-wise modules on
-        # the last layer's graph dict (edges into the first n_0)
-        num_contributing = plan.counts[0]
-        out: Dict[str, torch.Tensor] = {}
-        for key, value in nodes.items():
-            out[key] = value[:num_contributing]
-        for i, module in enumerate(self.readout):
-            if not self.readout_is_edgewise[i]:
-                out = module(out)
-            elif self.readout_is_pair[i]:
-                if "atomic_energy" in data:
-                    del data["atomic_energy"]
-                term = module(data)["atomic_energy"][:num_contributing]
-                if "atomic_energy" in out:
-                    term = term + out["atomic_energy"]
-                out["atomic_energy"] = term
-            else:
-                data = module(data)
-
-        energy = out[self.energy_field].reshape(-1).to(torch.float64)
-        return self.runtime.particle_energies(energy, plan, contributions)
+    def finish_energy(self, energy: torch.Tensor) -> torch.Tensor:
+        return energy.to(torch.float64)

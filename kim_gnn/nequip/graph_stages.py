@@ -1,0 +1,126 @@
+"""The staged loop of a nequip ``SequentialGraphNetwork``, shared by the
+NequIP family's adapters (0.5/0.6: ``kim_gnn/nequip/staged.py``; >= 0.7 and
+Allegro: ``kim_gnn/nequip_modern/staged.py``).
+
+nequip's modules pass one dict of fields along; the schedule is the core
+runtime's (``kim_gnn/runtime``), pruned or the identity plan, one loop:
+
+* node modules (one-hot / type embedding) run once, on the particles of
+  ``B_L`` (``node_inputs`` gives them their positions and types);
+* layer i (0 = first) convolves over graph k = L-1-i: the edge modules run
+  on that graph's kept edges in a fresh dict of the first ``n_{k+1}``
+  particles (nequip caches edge vectors, lengths and cutoffs in the dict);
+  the layer returns its ``out_field`` on the first ``n_k`` particles;
+* the readout: node-wise modules on the first ``n_0`` particles; edge-wise
+  ones (pair potentials, ``AddRadialCutoffToData``) on the last layer's
+  dict, whose edges are every edge into the first ``n_0``, their energies
+  added as nequip adds them (pair term + energy so far);
+* ``finish_energy`` turns the per-atom energy into float64 (and applies what
+  the version applies after the network), and the runtime scatters it to
+  the contract's ``[N]`` output.
+
+Each version's module subclasses ``StagedGraphNetwork`` and defines
+``node_inputs`` and ``finish_energy``.
+"""
+
+from typing import Dict, List
+
+import torch
+
+from ..runtime import StagePlan, StagedRuntime
+
+ATOMIC_ENERGY = "atomic_energy"
+
+
+class StagedGraphNetwork(torch.nn.Module):
+    """``layers``: each ``forward(data, num_out, route)`` -> its
+    ``out_field`` on the first ``num_out`` particles. ``readout_is_edgewise``
+    flags the readout modules that run on the last graph's dict,
+    ``readout_is_pair`` those of them that add to the per-atom energy."""
+
+    num_layers: int
+    energy_field: str
+    readout_is_edgewise: List[bool]
+    readout_is_pair: List[bool]
+
+    def __init__(
+        self,
+        node_modules: List[torch.nn.Module],
+        edge_modules: List[torch.nn.Module],
+        layers: List[torch.nn.Module],
+        readout: List[torch.nn.Module],
+        runtime: StagedRuntime,
+        readout_is_edgewise: List[bool],
+        readout_is_pair: List[bool],
+        energy_field: str,
+    ):
+        super().__init__()
+        # nequip: edge_index[0] is the center (receiver), edge_index[1] the neighbor.
+        if runtime.receiver_row != 0 or runtime.num_layers != len(layers):
+            raise ValueError("a nequip model's runtime has receiver row 0 and one graph per layer")
+        if not (len(readout_is_edgewise) == len(readout_is_pair) == len(readout)):
+            raise ValueError("readout_is_edgewise and readout_is_pair must flag every readout module")
+        self.runtime = runtime
+        self.node_modules = torch.nn.ModuleList(node_modules)
+        self.edge_modules = torch.nn.ModuleList(edge_modules)
+        self.layers = torch.nn.ModuleList(layers)
+        self.readout = torch.nn.ModuleList(readout)
+        self.readout_is_edgewise = [bool(f) for f in readout_is_edgewise]
+        self.readout_is_pair = [bool(f) for f in readout_is_pair]
+        self.num_layers = len(layers)
+        self.energy_field = energy_field
+
+    def forward(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> torch.Tensor:
+        plan = self.runtime.plan(graphs, contributions)
+        nodes = self.node_inputs(species, coordinates, plan)
+        for node_module in self.node_modules:
+            nodes = node_module(nodes)
+
+        data: Dict[str, torch.Tensor] = nodes
+        for i, layer in enumerate(self.layers):
+            k = self.runtime.graph_of_layer(i)
+            num_in = plan.counts[k + 1]
+            # a fresh dict per graph: the edge modules cache edge vectors in it
+            data = {}
+            for key, value in nodes.items():
+                data[key] = value[:num_in]
+            data["edge_index"] = plan.edges[k]
+            for edge_module in self.edge_modules:
+                data = edge_module(data)
+            nodes[layer.out_field] = layer(data, plan.counts[k], plan.routes[k])
+
+        num_contributing = plan.counts[0]
+        out: Dict[str, torch.Tensor] = {}
+        for key, value in nodes.items():
+            out[key] = value[:num_contributing]
+        for i, module in enumerate(self.readout):
+            if not self.readout_is_edgewise[i]:
+                out = module(out)
+            elif self.readout_is_pair[i]:
+                # nequip's pair potentials add to "atomic_energy" (ATOMIC_ENERGY:
+                # TorchScript takes no str globals)
+                if "atomic_energy" in data:
+                    del data["atomic_energy"]
+                term = module(data)["atomic_energy"][:num_contributing]
+                if "atomic_energy" in out:
+                    term = term + out["atomic_energy"]
+                out["atomic_energy"] = term
+            else:
+                data = module(data)
+
+        energy = self.finish_energy(out[self.energy_field].reshape(-1))
+        return self.runtime.particle_energies(energy, plan, contributions)
+
+    def node_inputs(self, species: torch.Tensor, coordinates: torch.Tensor, plan: StagePlan) -> Dict[str, torch.Tensor]:
+        """``pos`` and ``atom_types`` of the particles of ``B_L``, in the plan's order."""
+        raise NotImplementedError
+
+    def finish_energy(self, energy: torch.Tensor) -> torch.Tensor:
+        """The per-atom energies in float64, as the original's output gives them."""
+        raise NotImplementedError
