@@ -3,7 +3,8 @@
 # e3nn 0.6) and run the nequip >= 0.7 / Allegro tests (tests/nequip_modern).
 # The cross-environment tests also use the legacy interpreter
 # ($KIM_GNN_LEGACY_PYTHON, else .venv/bin/python from scripts/setup.sh) and
-# are skipped without it. About 4 minutes on 2 cores.
+# are skipped without it. About 3 minutes on 2 idle cores with -n 2 (pytest-xdist;
+# about 7 in one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_modern.sh
