@@ -165,3 +165,40 @@ class StagedRuns:
 @pytest.fixture
 def staged_runs(tmp_path):
     return StagedRuns(tmp_path)
+
+
+def _run_driver_emulation(tmp_path, model_file, graphs, threads, calls=5):
+    """Run ``model_file`` on ``graphs`` (``build_staged_graphs`` results) in
+    ``tests/kernels_driver_emulation.py``: a fresh process with only torch
+    and the kim_gnn op library loaded, as a driver runs it; returns its
+    outputs (npz arrays)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from kim_gnn import kernels
+
+    inputs = {"num_cases": np.array(len(graphs))}
+    for c, g in enumerate(graphs):
+        inputs[f"{c}_layers"] = np.array(len(g.edge_index))
+        inputs[f"{c}_species"] = g.species
+        inputs[f"{c}_positions"] = g.positions
+        inputs[f"{c}_contributions"] = g.contributions
+        for k, e in enumerate(g.edge_index):
+            inputs[f"{c}_edges_{k}"] = e
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    out = tmp_path / f"out-{threads}.npz"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
+    emulation = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels_driver_emulation.py")
+    proc = subprocess.run([sys.executable, emulation, kernels.library_path(), str(model_file),
+                           str(tmp_path / "inputs.npz"), str(out), str(threads), str(calls)],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(np.load(out))
+
+
+@pytest.fixture
+def driver_emulation():
+    """``driver_emulation(tmp_path, model_file, graphs, threads)``: see ``_run_driver_emulation``."""
+    return _run_driver_emulation

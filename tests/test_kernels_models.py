@@ -24,7 +24,6 @@ from kim_gnn.harness import verify  # noqa: E402
 from kim_gnn.structures import battery  # noqa: E402
 
 SPECIES = ("Si", "C")
-EMULATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels_driver_emulation.py")
 NEQUIP = dict(num_layers=3, species=SPECIES, model_dtype="float64", zbl=True, l_max=2, seed=3)
 MACE = dict(num_interactions=2, species=SPECIES, model_dtype="float64", zbl=True,
             interaction="RealAgnosticDensityInteractionBlock", seed=2)
@@ -98,32 +97,13 @@ def test_float32_kernels_model_equals_the_aten_model(nequip_models, mace_models,
     staged_runs.assert_same_results(*paths, battery(SPECIES, 3.5), 2e-5)
 
 
-def _emulate(tmp_path, path, graphs, threads, calls=5):
-    inputs = {"num_cases": np.array(len(graphs))}
-    for c, g in enumerate(graphs):
-        inputs[f"{c}_layers"] = np.array(len(g.edge_index))
-        inputs[f"{c}_species"] = g.species
-        inputs[f"{c}_positions"] = g.positions
-        inputs[f"{c}_contributions"] = g.contributions
-        for k, e in enumerate(g.edge_index):
-            inputs[f"{c}_edges_{k}"] = e
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    out = tmp_path / f"out-{threads}.npz"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
-    proc = subprocess.run([sys.executable, EMULATION, kernels.library_path(), path, str(tmp_path / "inputs.npz"),
-                           str(out), str(threads), str(calls)], capture_output=True, text=True, env=env,
-                          cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(out))
-
-
 @pytest.mark.parametrize("name", ["nequip", "mace"])
-def test_kernels_model_in_a_driver_process_without_kim_gnn(request, tmp_path, name):
+def test_kernels_model_in_a_driver_process_without_kim_gnn(request, tmp_path, name, driver_emulation):
     source, path = _converted(request, name)
     spec = read_spec(path)
     cases = [c for c in battery(SPECIES, spec.cutoff) if c.reference_atoms is None and c.map_result is None]
     graphs = [build_staged_graphs(c.atoms, spec.species, spec.cutoff, spec.num_layers) for c in cases]
-    one, two = _emulate(tmp_path, path, graphs, 1), _emulate(tmp_path, path, graphs, 2)
+    one, two = driver_emulation(tmp_path, path, graphs, 1), driver_emulation(tmp_path, path, graphs, 2)
     original = adapter_named(name).original(source, spec)
     for c, (case, g) in enumerate(zip(cases, graphs)):
         assert one[f"{c}_repeatable"], f"{case.name}: repeated calls differ"

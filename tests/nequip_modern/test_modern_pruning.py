@@ -12,8 +12,6 @@ on the core runtime (``kim_gnn/runtime``).
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -40,7 +38,6 @@ MODELS = {
                     per_edge_type_cutoff=CUTOFFS, model_dtype="float64", seed=22),
 }
 MODES = {"pruned": {}, "unpruned": {"prune": False}, "kernels": {"kernels": "kim_gnn"}}
-EMULATION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels_driver_emulation.py")
 
 
 class Converted:
@@ -182,27 +179,8 @@ def test_each_layer_ignores_edges_into_receivers_it_does_not_need(converted, kin
         assert not np.all(np.isfinite(poisoned[1])), f"graph {k}: the poison did not reach the unpruned model"
 
 
-def _emulate(tmp_path, path, graphs, threads, calls=5):
-    inputs = {"num_cases": np.array(len(graphs))}
-    for c, g in enumerate(graphs):
-        inputs[f"{c}_layers"] = np.array(len(g.edge_index))
-        inputs[f"{c}_species"] = g.species
-        inputs[f"{c}_positions"] = g.positions
-        inputs[f"{c}_contributions"] = g.contributions
-        for k, e in enumerate(g.edge_index):
-            inputs[f"{c}_edges_{k}"] = e
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    out = tmp_path / f"out-{threads}.npz"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
-    proc = subprocess.run([sys.executable, EMULATION, kernels.library_path(), path, str(tmp_path / "inputs.npz"),
-                           str(out), str(threads), str(calls)], capture_output=True, text=True, env=env,
-                          cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(out))
-
-
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_kernels_model_in_a_driver_process_without_kim_gnn(converted, tmp_path, kind):
+def test_kernels_model_in_a_driver_process_without_kim_gnn(converted, tmp_path, kind, driver_emulation):
     """torch and the op library only; equal to the original. NequIP: every
     gather and sum over edges is a kernel, so repeated calls and thread
     counts give the same bits; Allegro's environment sums stay aten, so its
@@ -214,7 +192,7 @@ def test_kernels_model_in_a_driver_process_without_kim_gnn(converted, tmp_path, 
     assert kernels.archive_uses_ops(path)
     cases = [c for c in battery(SPECIES, spec.cutoff) if c.reference_atoms is None and c.map_result is None]
     graphs = [build_staged_graphs(c.atoms, spec.species, spec.cutoff, spec.num_layers) for c in cases]
-    one, two = _emulate(tmp_path, path, graphs, 1), _emulate(tmp_path, path, graphs, 2)
+    one, two = driver_emulation(tmp_path, path, graphs, 1), driver_emulation(tmp_path, path, graphs, 2)
     original = adapter_named("nequip-modern").original(converted.source(kind), spec)
     for c, (case, g) in enumerate(zip(cases, graphs)):
         if kind == "nequip":
