@@ -124,7 +124,7 @@ def test_toy_runs_on_the_core_runtime(toy_models):
 
 def test_toy_pruned_equals_unpruned(toy_models, tmp_path):
     from kim_gnn.executor import StagedExecutor
-    from kim_gnn.structures import battery
+    from kim_gnn.verification.structures import battery
 
     model, staged = toy_models
     executors = {}

@@ -202,7 +202,7 @@ def _api_cases():
     from kim_gnn.contract import StagedModelSpec, script_staged
     from kim_gnn.mace import convert_mace
     from kim_gnn.nequip import convert_nequip
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     class Inner(torch.nn.Module):
         def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: list[torch.Tensor],

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kim_gnn import contract
-from kim_gnn.check import CHECKS, check_model
+from kim_gnn.verification.check import CHECKS, check_model
 from kim_gnn.cli import main
 
 
@@ -236,3 +236,21 @@ def test_checks_pass_on_the_nequip_matrix(nequip_models, combo):
 def test_checks_pass_on_the_mace_matrix(mace_models, combo):
     report = check_model(mace_models.converted(**MACE_MATRIX._options(combo)))
     assert report.passed, "\n" + report.summary()
+
+
+def test_the_tolerance_table_has_a_row_for_every_model_dtype():
+    from kim_gnn.contract import MODEL_DTYPES
+    from kim_gnn.verification import tolerances
+
+    assert set(tolerances.TABLE) == set(MODEL_DTYPES)
+    for view in (tolerances.TOLERANCES, tolerances.FD_STRAIN, tolerances.FD_NOISE, tolerances.CHECK_TOLERANCES):
+        assert set(view) == set(MODEL_DTYPES)
+
+
+def test_richardson_derivative_is_exact_for_a_quartic():
+    from kim_gnn.verification.finite_difference import richardson_derivative
+
+    # central differences cancel even powers; Richardson cancels h^2: x^3 and x^4 terms leave no error
+    f = lambda x: 2.0 + 3.0 * x + 0.5 * x ** 2 - 7.0 * x ** 3 + 4.0 * x ** 4  # noqa: E731
+    assert abs(richardson_derivative(f, 1e-2) - 3.0) < 1e-12
+    assert abs(richardson_derivative(lambda x: x ** 5, 1e-1) - 0.0) > 1e-7  # not exact beyond: it can fail

@@ -10,7 +10,7 @@ from ase.build import bulk, molecule
 from kim_gnn import contract
 from kim_gnn.errors import KimGnnError
 from kim_gnn.graphs import build_staged_graphs, pad_periodic_images
-from kim_gnn.structures import battery
+from kim_gnn.verification.structures import battery
 
 
 def driver_staged_graphs(positions, contributions, cutoff, num_layers):

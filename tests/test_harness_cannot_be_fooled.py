@@ -18,7 +18,7 @@ import torch
 
 from kim_gnn import contract
 from kim_gnn.errors import KimGnnError
-from kim_gnn.harness import TOLERANCES, tolerances_for, verify
+from kim_gnn.verification.harness import TOLERANCES, tolerances_for, verify
 
 
 class ReversedGraphs(torch.nn.Module):

@@ -20,8 +20,8 @@ if not kernels.available():
 from kim_gnn.adapters import adapter_named  # noqa: E402
 from kim_gnn.executor import read_spec  # noqa: E402
 from kim_gnn.graphs import build_staged_graphs  # noqa: E402
-from kim_gnn.harness import verify  # noqa: E402
-from kim_gnn.structures import battery  # noqa: E402
+from kim_gnn.verification.harness import verify  # noqa: E402
+from kim_gnn.verification.structures import battery  # noqa: E402
 
 SPECIES = ("Si", "C")
 NEQUIP = dict(num_layers=3, species=SPECIES, model_dtype="float64", zbl=True, l_max=2, seed=3)

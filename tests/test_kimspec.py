@@ -182,7 +182,7 @@ def test_verify_command_names_the_environment_that_can_run_it(monkeypatch):
 
 
 def test_verify_table_prints_the_finite_difference_stress_limit():
-    from kim_gnn.harness import CaseReport, VerificationReport
+    from kim_gnn.verification.harness import CaseReport, VerificationReport
 
     report = VerificationReport("o", "c", "nequip", "float32", {"stress": 1e-5})
     report.cases = [CaseReport("bulk", 8, True, max_stress_error=2.4e-5, stress_limit=3.1e-5,

@@ -99,7 +99,7 @@ def test_two_dimensional_cell_with_zero_third_vector(converted, tmp_path):
     assert b.energy == pytest.approx(a.energy, abs=1e-10)
     assert np.allclose(a.forces, b.forces, atol=1e-10)
 
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     report = verify(deployed, path, structures=[flat])
     assert report.passed, report.summary()

@@ -15,7 +15,7 @@ from kim_gnn import contract
 from kim_gnn.executor import load_staged_model
 from kim_gnn.graphs import build_staged_graphs
 from kim_gnn.runtime import StagedRuntime, needed_levels
-from kim_gnn.structures import battery
+from kim_gnn.verification.structures import battery
 
 SPECIES = ("Si", "C")
 CUTOFF = 3.5

@@ -37,20 +37,12 @@ from typing import Callable, List, Optional
 import numpy as np
 from ase import Atoms
 
-from .errors import KimGnnError, first_line
-from .executor import StagedExecutor, cell_volume, run_on_graphs
-from .structures import _random_rotation, battery, nearest_neighbor_distance
-from .harness import tolerances_for
-
-#: Thresholds of the checks by model dtype (beyond verify's tolerances).
-CHECK_TOLERANCES = {
-    # relative error of forces vs. the numerical derivative
-    "float64": {"fd_step": 1e-3, "forces_fd": 1e-6, "jump_energy": 1e-6, "jump_forces": 1e-5, "beyond": 1e-12},
-    "float32": {"fd_step": 1e-2, "forces_fd": 2e-2, "jump_energy": 2e-4, "jump_forces": 2e-3, "beyond": 1e-5},
-}
-
-#: RSS growth (bytes) allowed over the memory check's calls.
-MEMORY_GROWTH_LIMIT = 20 * 1024 * 1024
+from ..errors import KimGnnError, first_line
+from ..executor import StagedExecutor, cell_volume, run_on_graphs
+from ._fresh_worker import run_fresh
+from .finite_difference import richardson_derivative
+from .structures import battery, nearest_neighbor_distance, random_rotation
+from .tolerances import CHECK_TOLERANCES, MEMORY_GROWTH_LIMIT, tolerances_for
 
 
 @dataclass
@@ -134,13 +126,13 @@ def check_forces(m: _Model, structures) -> CheckResult:
         picks = [(int(rng.integers(len(atoms))), c) for c in range(3)]
         numerical = np.zeros(len(picks))
         for k, (a, c) in enumerate(picks):
-            d = []
-            for step in (h, h / 2):
-                plus, minus = atoms.copy(), atoms.copy()
-                plus.positions[a, c] += step
-                minus.positions[a, c] -= step
-                d.append(-(m.energy(plus) - m.energy(minus)) / (2 * step))
-            numerical[k] = (4 * d[1] - d[0]) / 3
+
+            def displaced(step, a=a, c=c):
+                moved = atoms.copy()
+                moved.positions[a, c] += step
+                return m.energy(moved)
+
+            numerical[k] = -richardson_derivative(displaced, h)
         analytic = np.array([forces[a, c] for a, c in picks])
         errors.append((name, float(np.abs(numerical - analytic).max() / _scale(forces))))
     worst = max(e for _, e in errors)
@@ -228,7 +220,7 @@ def check_symmetry(m: _Model, atoms: Atoms, seed: int = 0) -> CheckResult:
         a.positions = positions
         return a
 
-    rot = _random_rotation(rng)
+    rot = random_rotation(rng)
     perm = rng.permutation(len(atoms))
     cases = {
         # a lattice is its own inversion: only the positions change sign
@@ -268,39 +260,18 @@ def _unsupported_element(species) -> str:
     return "Xe"
 
 
-_SPECIES_PROBE = """
-import json, sys
-import torch
-from kim_gnn.executor import load_staged_model
-path, n, spacing, num_layers = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-module, _ = load_staged_model(path)
-coords = torch.tensor([[0.0, 0.0, 0.0], [spacing, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
-edges = [torch.tensor([[0, 1], [1, 0]], dtype=torch.int64)] * num_layers
-try:
-    module(torch.tensor([0, n]), coords, *edges, torch.tensor([0, 0]))
-    out = {"accepted": True}
-except Exception as exc:
-    out = {"accepted": False, "error": str(exc)}
-print("KIM_GNN_PROBE " + json.dumps(out))
-"""
-
-
 def _probe_species_index(m: "_Model", n: int, spacing: float) -> Optional[str]:
     """Call the model (loaded and frozen as the driver loads it, in a fresh
     process) with species index ``n``; None if it refuses it with the
     message that names its species count, else what went wrong."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-c", _SPECIES_PROBE, m.path, str(n), repr(spacing),
-                           str(m.spec.num_layers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=600)
-    found = [line for line in proc.stdout.splitlines() if line.startswith("KIM_GNN_PROBE ")]
-    if proc.returncode < 0:
-        return f"species index {n} crashed the process running the model (signal {-proc.returncode})"
-    if proc.returncode != 0 or not found:
-        return f"species index {n}: the model could not be run ({first_line(proc.stderr.strip() or 'no output', 120)})"
-    out = json.loads(found[-1][len("KIM_GNN_PROBE "):])
+    run = run_fresh("species_probe", {"model": m.path, "index": n, "spacing": spacing,
+                                      "num_layers": m.spec.num_layers}, timeout=600)
+    if run.returncode < 0:
+        return f"species index {n} crashed the process running the model (signal {-run.returncode})"
+    if run.returncode != 0 or run.result is None:
+        stderr = "\n".join(run.stderr).strip()
+        return f"species index {n}: the model could not be run ({first_line(stderr or 'no output', 120)})"
+    out = run.result
     if out["accepted"]:
         return f"species index {n} was accepted by the model"
     if f"has {n} species" not in out["error"]:

@@ -10,9 +10,6 @@ architecture packages and e3nn cannot be imported.
 
 import json
 import os
-import pickle
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,19 +17,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .adapters import detect_adapter
-from .errors import KimGnnError, first_line
-from .executor import read_spec, resolve_model_file
-from .graphs import check_structure, species_indices
+from ..adapters import detect_adapter
+from ..errors import KimGnnError, first_line
+from ..executor import read_spec, resolve_model_file
+from ..graphs import check_structure, species_indices
+from ._fresh_worker import run_fresh
+from .finite_difference import richardson_derivative
 from .structures import Case, Expected, battery, property_cases
-
-#: Pass/fail thresholds by model dtype. Energies per atom and per-atom
-#: energies are relative to max(1, |value|); forces and stresses absolute
-#: in eV/A and eV/A^3, relative to max(1, largest component).
-TOLERANCES: Dict[str, Dict[str, float]] = {
-    "float64": {"energy_per_atom": 1e-10, "atomic_energy": 1e-10, "forces": 1e-10, "stress": 1e-10},
-    "float32": {"energy_per_atom": 5e-6, "atomic_energy": 2e-5, "forces": 1e-4, "stress": 1e-5},
-}
+from .tolerances import FD_NOISE, FD_STRAIN, TOLERANCES, tolerances_for  # noqa: F401 (TOLERANCES: re-exported)
 
 
 @dataclass
@@ -134,7 +126,7 @@ def report_environment(adapter, spec) -> Dict[str, object]:
 
     import torch
 
-    from ._version import __version__
+    from .._version import __version__
 
     return {
         "kim_gnn_version": __version__,
@@ -199,34 +191,12 @@ def run_converted_in_fresh_process(model_file: str, jobs: List[dict], progress: 
     default torch settings, in which every registered adapter's
     ``import_names`` are unimportable; returns one dict (or {'error': ...})
     per job."""
-    from .adapters import blocked_import_names
+    from ..adapters import blocked_import_names
 
-    with tempfile.TemporaryDirectory(prefix="kim-gnn-verify-") as tmp:
-        job_file = os.path.join(tmp, "jobs.pkl")
-        out_file = os.path.join(tmp, "results.pkl")
-        with open(job_file, "wb") as fh:
-            pickle.dump({"model": model_file, "jobs": jobs, "blocked": list(blocked_import_names())}, fh)
-        env = dict(os.environ)
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kim_gnn._fresh_worker", job_file, out_file],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        tail: List[str] = []
-        with proc.stderr:
-            for line in proc.stderr:
-                line = line.rstrip("\n")
-                if line.startswith("progress: "):
-                    if progress:
-                        progress(line[len("progress: "):])
-                else:
-                    tail = (tail + [line])[-20:]
-        proc.wait()
-        if proc.returncode != 0 or not os.path.exists(out_file):
-            raise KimGnnError("the fresh process running the converted model failed:\n" + "\n".join(tail))
-        with open(out_file, "rb") as fh:
-            return pickle.load(fh)
+    run = run_fresh("evaluate", {"model": model_file, "jobs": jobs}, blocked=blocked_import_names(), progress=progress)
+    if run.returncode != 0 or run.result is None:
+        raise KimGnnError("the fresh process running the converted model failed:\n" + "\n".join(run.stderr[-20:]))
+    return run.result
 
 
 def _atoms_job(case: Case) -> dict:
@@ -239,22 +209,6 @@ def _atoms_job(case: Case) -> dict:
         "pbc": np.asarray(a.pbc, dtype=bool),
         "skin": case.skin,
     }
-
-
-def tolerances_for(model_dtype: str) -> Dict[str, float]:
-    """The pass/fail thresholds of a model dtype; an unknown dtype is an
-    error (never a silent fallback to another dtype's tolerances)."""
-    if model_dtype not in TOLERANCES:
-        raise KimGnnError(
-            f"the converted model's dtype {model_dtype!r} is unknown: kim-gnn has tolerances for "
-            f"{', '.join(TOLERANCES)} only"
-        )
-    return dict(TOLERANCES[model_dtype])
-
-
-#: Strain steps of the finite-difference stress by model dtype (Richardson
-#: extrapolation of two central differences, h and h/2).
-FD_STRAIN = {"float64": 1e-3, "float32": 1e-2}
 
 
 def finite_difference_stress(evaluate: Callable, atoms, step: float) -> np.ndarray:
@@ -278,8 +232,7 @@ def finite_difference_stress(evaluate: Callable, atoms, step: float) -> np.ndarr
             unit = np.zeros((3, 3))
             unit[i, j] += 0.5
             unit[j, i] += 0.5
-            d = [(energy(h * unit) - energy(-h * unit)) / (2 * h) for h in (step, step / 2)]
-            stress[i, j] = stress[j, i] = (4 * d[1] - d[0]) / 3 / volume
+            stress[i, j] = stress[j, i] = richardson_derivative(lambda h: energy(h * unit), step) / volume
     return stress
 
 
@@ -347,8 +300,7 @@ def _original_with_stress(reference_model, atoms, model_dtype: str, tol: Dict[st
     step = FD_STRAIN[model_dtype]
     r.stress = finite_difference_stress(reference_model.evaluate, atoms, step)
     # The finite differences' own error grows with the model's rounding error.
-    fd_noise = 1e-15 if model_dtype == "float64" else 1e-6
-    noise = fd_noise * max(1.0, abs(r.energy)) / step / abs(np.linalg.det(atoms.cell.array))
+    noise = FD_NOISE[model_dtype] * max(1.0, abs(r.energy)) / step / abs(np.linalg.det(atoms.cell.array))
     return r, max(tol["stress"] * max(1.0, float(np.abs(r.stress).max())), 10.0 * noise)
 
 

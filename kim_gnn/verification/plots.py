@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .errors import KimGnnError
+from ..errors import KimGnnError
 
 
 def require_matplotlib() -> None:

@@ -106,7 +106,8 @@ def battery(species: Sequence[str], cutoff: float, seed: int = 0) -> List[Case]:
     return cases
 
 
-def _random_rotation(rng) -> np.ndarray:
+def random_rotation(rng) -> np.ndarray:
+    """A uniformly random proper rotation matrix (det +1)."""
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))
     if np.linalg.det(q) < 0:
@@ -124,7 +125,7 @@ def property_cases(species: Sequence[str], cutoff: float, seed: int = 0) -> List
     bulk_case = next(c.atoms for c in base if c.name == "rattled_bulk")
     cases = []
 
-    rot = _random_rotation(rng)
+    rot = random_rotation(rng)
     rotated = alloy.copy()
     rotated.set_cell(alloy.cell.array @ rot.T, scale_atoms=False)
     rotated.positions = alloy.positions @ rot.T

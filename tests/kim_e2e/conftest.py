@@ -185,9 +185,9 @@ class InstalledModel:
     def reference(self, atoms):
         """The original periodic model on ``atoms``: (OriginalResult, stress
         tolerance or None for the default), with a finite-difference stress
-        where the original gives none (kim_gnn.harness)."""
+        where the original gives none (kim_gnn.verification.harness)."""
         from kim_gnn.adapters import detect_adapter
-        from kim_gnn.harness import _original_with_stress, tolerances_for
+        from kim_gnn.verification.harness import _original_with_stress, tolerances_for
 
         if self._reference is None:
             self._reference = detect_adapter(self.original).original(self.original, self.spec)

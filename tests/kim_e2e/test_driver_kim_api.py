@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from kim_gnn import contract
-from kim_gnn.structures import battery
+from kim_gnn.verification.structures import battery
 
 from lammps_e2e import unavailable  # noqa: E402
 

@@ -13,7 +13,7 @@ import torch
 
 from kim_gnn.errors import OptimisationNotApplied
 from kim_gnn.executor import read_spec
-from kim_gnn.structures import battery
+from kim_gnn.verification.structures import battery
 
 SPECIES = ("Si", "C")
 OPTIONS = dict(num_interactions=2, species=SPECIES, model_dtype="float64", zbl=True, seed=5)

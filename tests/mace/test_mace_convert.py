@@ -19,7 +19,7 @@ from kim_gnn.executor import StagedExecutor, read_spec
 from kim_gnn.mace import convert_mace, inspect_mace
 from kim_gnn.mace.example import build_example_mace
 from kim_gnn.mace.reference import MACEOriginal
-from kim_gnn.harness import verify
+from kim_gnn.verification.harness import verify
 
 ZBL64 = dict(species=("Si", "C"), zbl=True, num_interactions=2, model_dtype="float64")
 HEADS = ("pt_head", "Default", "dft")

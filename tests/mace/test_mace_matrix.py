@@ -5,7 +5,7 @@ in a fresh process with default torch settings, mace and e3nn blocked)."""
 import pytest
 
 from kim_gnn.executor import read_spec
-from kim_gnn.harness import verify
+from kim_gnn.verification.harness import verify
 
 PLAIN = "RealAgnosticInteractionBlock"
 RESIDUAL = "RealAgnosticResidualInteractionBlock"

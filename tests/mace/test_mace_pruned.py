@@ -6,7 +6,7 @@ import pytest
 
 from kim_gnn.executor import read_spec
 from kim_gnn.mace import convert_mace
-from kim_gnn.structures import battery, property_cases
+from kim_gnn.verification.structures import battery, property_cases
 
 SPECIES = ("Si", "C")
 TOLERANCE = {"float64": 1e-12, "float32": 2e-5}

@@ -149,7 +149,7 @@ def test_unknown_module_is_refused_by_name(tmp_path):
 
 def test_force_only_model_converts(tmp_path):
     """ForceOutput (GradientOutput, no stress) is supported like StressOutput."""
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     builders = ["SimpleIrrepsConfig", "EnergyModel", "PerSpeciesRescale", "ForceOutput", "RescaleEnergyEtc"]
     path = _deploy_with_builders(tmp_path, builders, "forces")
@@ -172,7 +172,7 @@ def test_torchscript_that_is_not_nequip(tmp_path):
 
 
 def test_lennard_jones_pair_term_converts(nequip_models):
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     options = dict(num_layers=2, species=("Si", "C"), pair_style="LJ")
     report = verify(nequip_models.deployed(**options), nequip_models.converted(**options), properties=False)

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from kim_gnn.executor import read_spec
-from kim_gnn.harness import verify
+from kim_gnn.verification.harness import verify
 
 MATRIX = list(itertools.product(
     [1, 2, 3, 5],  # message-passing layers

@@ -6,7 +6,7 @@ import pytest
 
 from kim_gnn.executor import StagedExecutor, read_spec
 from kim_gnn.nequip import convert_nequip
-from kim_gnn.structures import battery, property_cases
+from kim_gnn.verification.structures import battery, property_cases
 
 SPECIES = ("Si", "C")
 TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
@@ -55,7 +55,7 @@ def test_pruned_model_under_default_float32_and_without_nequip(nequip_models, st
 
 def test_residual_layers_run_on_receivers_exactly(nequip_models):
     """With resnet, the last layer adds its input: ReceiverLayer's residual path."""
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     options = dict(num_layers=4, species=SPECIES, resnet=True, l_max=2)
     path = nequip_models.converted(**options)

@@ -12,7 +12,7 @@ import pytest
 
 from kim_gnn.executor import read_spec
 from kim_gnn.nequip import convert_nequip
-from kim_gnn.structures import battery
+from kim_gnn.verification.structures import battery
 
 SPECIES = ("Si", "C")
 TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
@@ -49,7 +49,7 @@ def test_scalar_only_last_layer_equals_whole_last_layer(nequip_models, staged_ru
 def test_scalar_only_last_layer_passes_verify_in_a_fresh_process(nequip_models):
     """Against the original periodic model, as ``kim-gnn verify`` runs it (a
     fresh process with torch's defaults, without nequip / e3nn)."""
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     options = _options(3, "float64", True, False, 2, True)
     path = nequip_models.converted(**options)

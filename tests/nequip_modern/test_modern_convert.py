@@ -119,7 +119,7 @@ def test_several_types_for_one_element_need_a_type_map(modern_models):
     staged = convert_nequip(model, type_map="Si=Si,C=Cb")
     spec = staged.kim_gnn_spec
     assert spec.species == ["Si", "C"] and spec.details["type_map"] == "Si=Si,C=Cb"
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     report = verify(model, staged)
     assert report.passed, report.summary()
@@ -133,7 +133,7 @@ def test_type_names_that_are_not_symbols_use_the_training_data_map(modern_models
     staged = convert_nequip(ckpt)
     spec = staged.kim_gnn_spec
     assert spec.species == ["Si", "C"] and spec.details["type_map_source"] == "training config"
-    from kim_gnn.harness import verify
+    from kim_gnn.verification.harness import verify
 
     report = verify(ckpt, staged, properties=False)
     assert report.passed, report.summary()

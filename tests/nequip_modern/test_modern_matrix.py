@@ -5,7 +5,7 @@ default dtype where nequip and e3nn cannot be imported)."""
 
 import pytest
 
-from kim_gnn.harness import verify
+from kim_gnn.verification.harness import verify
 
 from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
 
