@@ -35,10 +35,10 @@ ask ``environment_hint(name)``, so no adapter imports another's module).
 
 import os
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .archives import zip_names  # noqa: F401 (adapters import it from here)
 from .errors import KimGnnError, UnsupportedModelError
 
 #: Entry-point group through which installed distributions add adapters.
@@ -262,15 +262,6 @@ def public_exports() -> Dict[str, str]:
 
 
 # --- detection ----------------------------------------------------------------------
-
-def zip_names(path: str) -> List[str]:
-    """The member names of a zip archive (TorchScript, torch.save, torch.package), or []."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return []
-
 
 def detect_adapter(source) -> Adapter:
     """The adapter for a model file or in-memory module, or a clear error

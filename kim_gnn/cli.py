@@ -137,13 +137,13 @@ def verify_command(original: str, converted: str, spec) -> str:
 
 
 def _run_verify(original, converted, structures, builtin, properties, quiet, json_out, plot_out) -> int:
-    from .harness import verify
+    from .verification.harness import verify
 
     if json_out:
         check_output_file(json_out, "JSON report")
     if plot_out:
         check_output_file(plot_out, "plot")
-        from .plots import require_matplotlib
+        from .verification.plots import require_matplotlib
 
         require_matplotlib()
     report = verify(
@@ -156,7 +156,7 @@ def _run_verify(original, converted, structures, builtin, properties, quiet, jso
         report.write_json(json_out)
         print(f"report written to {json_out}")
     if plot_out:
-        from .plots import write_parity_plot
+        from .verification.plots import write_parity_plot
 
         write_parity_plot(report, plot_out)
         print(f"parity plot written to {plot_out}")
@@ -176,7 +176,7 @@ def _adapter_options(args) -> dict:
 
 
 def cmd_check(args) -> int:
-    from .check import check_model
+    from .verification.check import check_model
 
     if not os.path.exists(args.model):
         raise KimGnnError(f"no such file: {args.model}")
@@ -245,16 +245,10 @@ def loading_kind(path: str) -> str:
     and constants.pkl, read by TorchScript's own restricted loader), else
     ``pickle`` (``torch.save`` files, MACE ``.model``, training checkpoints,
     ``.nequip.zip`` packages: Python's pickle)."""
-    import zipfile
+    from .archives import is_torchscript, zip_names
 
-    if os.path.isfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return "pickle"
-        if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
-            return "torchscript"
+    if os.path.isfile(path) and is_torchscript(zip_names(path)):
+        return "torchscript"
     return "pickle"
 
 
@@ -268,12 +262,10 @@ def _shown(value) -> str:
 
 
 def _is_converted(path: str) -> bool:
-    import zipfile
+    from .archives import zip_names
 
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError):
+    names = zip_names(path)
+    if not names:
         return False
     if any(n.endswith("/extra/" + contract.METADATA_PREFIX + "species") for n in names):
         return True

@@ -59,17 +59,18 @@ def _check_torchscript_archive(model_file: str) -> None:
     tries to load it (its own messages are C++ reader errors)."""
     import zipfile
 
-    if not zipfile.is_zipfile(model_file):
+    from .archives import has_torchscript_member, is_zip, list_zip
+
+    if not is_zip(model_file):
         raise KimGnnError(
             f"{model_file} is not a loadable TorchScript file: not a zip archive (truncated, corrupt or another "
             "kind of file); give the model.pt that `kim-gnn convert` wrote, or its KIM portable model directory"
         )
     try:
-        with zipfile.ZipFile(model_file) as zf:
-            names = zf.namelist()
+        names = list_zip(model_file)
     except (zipfile.BadZipFile, OSError) as exc:
         raise KimGnnError(f"{model_file} is a damaged archive ({first_line(exc)})") from None
-    if not any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+    if not has_torchscript_member(names):
         raise KimGnnError(
             f"{model_file} is not a loadable TorchScript file: a PyTorch archive (torch.save), not a converted "
             "kim-gnn model"
@@ -89,11 +90,10 @@ def load_unfrozen(path: PathLike, device: str = "cpu"):
         except KimGnnError as exc:
             raise KimGnnError(f"{model_file} was converted with --kernels kim_gnn and needs the kim_gnn op "
                               f"library: {exc}") from None
-    extra = contract.empty_extra_files()
-    try:
-        module = torch.jit.load(model_file, map_location=device, _extra_files=extra)
-    except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces
-        raise KimGnnError(f"{model_file} is not a loadable TorchScript file ({first_line(exc)})") from None
+    from .archives import load_torchscript
+
+    module, extra = load_torchscript(model_file, contract.empty_extra_files(), map_location=device,
+                                     refusal="is not a loadable TorchScript file")
     if any(extra.values()):
         return module, StagedModelSpec.from_extra_files(extra)
     # Saved without extra files (a reloaded or frozen module saved again):

@@ -131,17 +131,9 @@ def archive_uses_ops(path: str) -> bool:
     """Whether a TorchScript archive's code calls kim_gnn ops (it then loads
     only once the library is loaded). Reads the code, not the metadata, so it
     also holds for models re-saved without kim-gnn's extra files."""
-    import zipfile
+    from .archives import code_contains
 
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                if "/code/" in name and name.endswith(".py"):
-                    if b"ops.kim_gnn." in zf.read(name):
-                        return True
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return False
+    return code_contains(path, b"ops.kim_gnn.")
 
 
 def ensure_for_spec(spec) -> None:

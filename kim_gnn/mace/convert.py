@@ -22,7 +22,6 @@ compile.
 import copy
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
@@ -33,7 +32,7 @@ from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line, warn_not_applied
 from ..reference import default_dtype
-from .detect import pickle_bytes
+from ..archives import has_torchscript_member, load_pickled, pickle_bytes, zip_names
 
 SUPPORTED_MODEL_CLASSES = ("MACE", "ScaleShiftMACE")
 SUPPORTED_INTERACTIONS = (
@@ -143,22 +142,16 @@ def load_mace_model(path) -> torch.nn.Module:
     if data is None:
         raise KimGnnError(f"{path} is not a PyTorch archive (torch.save) that could hold a MACE model")
     _refuse_accelerated_file(path, data)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-                if any("/mace/" in n for n in names):
-                    raise UnsupportedModelError(
-                        f"{path} is a compiled (TorchScript) MACE model; convert the .model file it was compiled from"
-                    )
-                raise UnsupportedModelError(f"{path} is a TorchScript file, not a pickled MACE .model")
-    except zipfile.BadZipFile:
-        pass
+    names = zip_names(path)
+    if has_torchscript_member(names):
+        if any("/mace/" in n for n in names):
+            raise UnsupportedModelError(
+                f"{path} is a compiled (TorchScript) MACE model; convert the .model file it was compiled from"
+            )
+        raise UnsupportedModelError(f"{path} is a TorchScript file, not a pickled MACE .model")
     import_mace()  # the pickle refers to its classes
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_pickled(path, quiet=True)
     except Exception as exc:
         raise KimGnnError(f"{path} cannot be loaded as a MACE model ({first_line(exc)})") from None
     if isinstance(obj, dict):

@@ -1,19 +1,6 @@
 """Recognise a MACE model file without importing torch or mace."""
 
-import zipfile
-from typing import Optional
-
-
-def pickle_bytes(path: str) -> Optional[bytes]:
-    """The pickle stream of a ``torch.save`` zip archive, or None."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            if not names:
-                return None
-            return zf.read(names[0])
-    except (zipfile.BadZipFile, OSError, KeyError):
-        return None
+from ..archives import pickle_bytes
 
 
 def is_mace_file(path: str) -> bool:

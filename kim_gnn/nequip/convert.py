@@ -27,6 +27,7 @@ import torch
 from .. import contract
 from .._version import __version__
 from ..contract import StagedModelSpec
+from ..archives import load_torchscript
 from ..errors import KimGnnError, UnsupportedModelError, first_line
 from .scalar_last import ScalarOnlyLastLayer
 from .staged import ReceiverLayer, StagedNequIP, WholeLayer
@@ -104,12 +105,7 @@ def load_deployed(path) -> Tuple[torch.jit.ScriptModule, Dict[str, str]]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise KimGnnError(f"no such file: {path}")
-    extra = {k: "" for k in METADATA_KEYS}
-    try:
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    except Exception as exc:
-        raise KimGnnError(f"{path} is not a TorchScript file that torch can load ({first_line(exc)})") from None
-    metadata = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
+    module, metadata = load_torchscript(path, METADATA_KEYS)
     if not metadata.get("nequip_version"):
         raise UnsupportedModelError(f"{path} is TorchScript but not a NequIP deployed model (no nequip_version metadata)")
     return module, metadata

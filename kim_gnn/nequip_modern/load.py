@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import zipfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
-from ..errors import KimGnnError, UnsupportedModelError, first_line
+from ..archives import load_pickled, load_torchscript, read_member, zip_names
+from ..errors import KimGnnError, UnsupportedModelError
 
 #: How to get an environment that converts these files (this adapter's
 #: ``environment_hint``; other adapters ask ``kim_gnn.adapters.environment_hint``).
@@ -41,23 +41,8 @@ COMPILED_METADATA_KEYS = (
 KINDS = ("package", "checkpoint", "compiled", "aotinductor")
 
 
-def _zip_names(path: str) -> List[str]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return []
-
-
 def _read_member(path: str, suffix: str, limit: int = 1 << 26) -> Optional[bytes]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if info.filename.endswith(suffix) and info.file_size <= limit:
-                    return zf.read(info.filename)
-    except (zipfile.BadZipFile, OSError, KeyError):
-        return None
-    return None
+    return read_member(path, suffix, limit)
 
 
 def artifact_kind(path: str) -> Optional[str]:
@@ -69,7 +54,7 @@ def artifact_kind(path: str) -> Optional[str]:
         return None
     if path.endswith(".nequip.pt2"):
         return "aotinductor"
-    names = _zip_names(path)
+    names = zip_names(path)
     if not names:
         return None
     if any(n.endswith("/model/package_metadata.txt") for n in names):
@@ -153,14 +138,7 @@ def restore_torch_state():
 
 def load_compiled(path: str):
     """A compiled (TorchScript) ``.nequip.pth``: (module, metadata)."""
-    import torch
-
-    extra = {k: "" for k in COMPILED_METADATA_KEYS}
-    try:
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    except Exception as exc:
-        raise KimGnnError(f"{path} is not a TorchScript file that torch can load ({first_line(exc)})") from None
-    metadata = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
+    module, metadata = load_torchscript(path, COMPILED_METADATA_KEYS)
     if not metadata.get("type_names") or not metadata.get("r_max"):
         raise UnsupportedModelError(f"{path} is TorchScript but carries no nequip type_names / r_max metadata")
     return module, metadata
@@ -205,7 +183,7 @@ def _with_suffix(path: str, kind: str):
 
 
 def _mentions_allegro(path: str) -> bool:
-    names = _zip_names(path)
+    names = zip_names(path)
     if any("/allegro/" in n for n in names):
         return True
     data = _read_member(path, "/data.pkl")
@@ -227,10 +205,8 @@ def package_config(path: str) -> Dict[str, object]:
 
 
 def checkpoint_info(path: str) -> Dict[str, object]:
-    import torch
-
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_pickled(path)
         return dict(ckpt["hyper_parameters"]["info_dict"])
     except Exception:
         return {}
