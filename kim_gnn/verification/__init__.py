@@ -4,7 +4,7 @@ model alone (``check``: ``kim-gnn check``), the structures they run on
 (``structures``), parity plots (``plots``), and what they share: the
 tolerances by model dtype in one table (``tolerances``), the finite
 difference (``finite_difference``) and the fresh-process worker with its job
-kinds (``_fresh_worker``).
+kinds (``_fresh_worker``, started by ``fresh``).
 
 (``kim_gnn.verify``, the public function, is ``harness.verify``: this
 package is named ``verification`` so that importing it never rebinds that

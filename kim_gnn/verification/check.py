@@ -39,7 +39,7 @@ from ase import Atoms
 
 from ..errors import KimGnnError, first_line
 from ..executor import StagedExecutor, cell_volume, run_on_graphs
-from ._fresh_worker import run_fresh
+from .fresh import run_fresh
 from .finite_difference import richardson_derivative
 from .structures import battery, nearest_neighbor_distance, random_rotation
 from .tolerances import CHECK_TOLERANCES, MEMORY_GROWTH_LIMIT, tolerances_for
