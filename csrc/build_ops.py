@@ -32,7 +32,21 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIB_DIR = os.path.join(ROOT, "kim_gnn", "lib")
-LIB_NAME = "libkim_gnn_ops.so"
+
+
+def _lib_name() -> str:
+    """``kim_gnn.kernels.LIB_NAME``, the one place the library's file name is
+    set, read from its source (this script runs before kim_gnn is importable)."""
+    import ast
+
+    with open(os.path.join(ROOT, "kim_gnn", "kernels.py")) as fh:
+        for node in ast.parse(fh.read()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "LIB_NAME" for t in node.targets):
+                return ast.literal_eval(node.value)
+    raise RuntimeError("kim_gnn/kernels.py sets no LIB_NAME")
+
+
+LIB_NAME = _lib_name()
 INFO_NAME = "build-info.json"
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
 

@@ -40,7 +40,7 @@ ATEN = "aten"
 KIM_GNN = "kim_gnn"
 CHOICES = (ATEN, KIM_GNN)
 
-LIB_NAME = "libkim_gnn_ops.so"
+LIB_NAME = "libkim_gnn_ops.so"  # (csrc/build_ops.py reads it from here)
 LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")
 BUILD_COMMAND = "pip install --no-build-isolation -e . (or: python csrc/build_ops.py) in the kim-gnn checkout"
 
