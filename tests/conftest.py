@@ -4,7 +4,132 @@ import os
 # by default; nequip and mace set this themselves only when imported first.
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+
+from skip_policy import missing, require_import, required
+
+# --- which environment runs which test: markers, chosen by --stage ---------------
+
+TESTS = Path(__file__).resolve().parent
+
+#: The environment marker of each path (a folder marks everything under it);
+#: tests elsewhere run in the legacy environment. The one table that says
+#: where a test runs: scripts/test.sh and scripts/test_modern.sh pick a stage
+#: (``--stage``), never paths.
+ENVIRONMENT_MARKERS = {
+    "nequip_modern": "modern_env",
+    "kim_e2e": "e2e",
+    "test_nequip_modern_detection.py": "both_envs",
+}
+
+MARKERS = {
+    "slow": "the full model matrix (runs in CI too)",
+    "modern_env": "runs in the modern environment (.venv-modern: nequip >= 0.7, Allegro)",
+    "both_envs": "runs in both environments (the legacy and the modern one)",
+    "legacy_env": "runs in the legacy environment only (within a both_envs file)",
+    "e2e": "end to end through the real KIM API, ASE's KIM calculator and LAMMPS (one process: tests/kim_e2e)",
+    "cuda": "needs a CUDA device: the one skip CI allows (no GPU there), counted in the summary",
+}
+
+#: Stages (``--stage``): which tests each environment runs.
+STAGES = {
+    "legacy": "the legacy environment (.venv): tests without modern_env or e2e",
+    "modern": "the modern environment (.venv-modern): modern_env and both_envs tests, not legacy_env ones",
+    "e2e": "the end-to-end tests (.venv, one process): e2e",
+}
+
+#: Markers whose tests may skip in CI (the skip says why); any other skip in
+#: a required run (KIM_GNN_TESTS_REQUIRED=1 / KIM_GNN_E2E_REQUIRED=1) fails it.
+SKIPS_ALLOWED_IN_CI = {"cuda"}
+
+#: Skipped tests of this session (node ids), as allowed in CI or not.
+_SKIPS = {"allowed": [], "other": []}
+
+
+def _environment_marker(path: Path):
+    try:
+        parts = Path(path).resolve().relative_to(TESTS).parts
+    except ValueError:
+        return None
+    for part in parts:
+        if part in ENVIRONMENT_MARKERS:
+            return ENVIRONMENT_MARKERS[part]
+    return None
+
+
+def _in_stage(markers, stage: str) -> bool:
+    if stage == "legacy":
+        return not markers & {"modern_env", "e2e"}
+    if stage == "modern":
+        return bool(markers & {"modern_env", "both_envs"}) and "legacy_env" not in markers
+    return "e2e" in markers
+
+
+def pytest_addoption(parser):
+    parser.addoption("--stage", choices=sorted(STAGES), default=None,
+                     help="run only the tests of one stage: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()))
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """A stage does not even import the test files of another environment
+    (their imports may need packages that environment lacks)."""
+    stage = config.getoption("--stage")
+    if stage is None or collection_path.name == "conftest.py":
+        return None
+    marker = _environment_marker(collection_path)
+    if collection_path.is_dir():
+        if marker is None:
+            return None  # a folder without its own environment: look inside
+        return True if not _in_stage({marker}, stage) else None
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return True if not _in_stage({marker} - {None}, stage) else None
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = _environment_marker(item.path)
+        if marker:
+            item.add_marker(marker)
+    stage = config.getoption("--stage")
+    if stage is None:
+        return
+    kept, dropped = [], []
+    for item in items:
+        (kept if _in_stage({m.name for m in item.iter_markers()}, stage) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPS["allowed" if SKIPS_ALLOWED_IN_CI & set(report.keywords) else "other"].append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _SKIPS["allowed"] and not _SKIPS["other"]:
+        return
+    terminalreporter.write_line(
+        f"skips: {len(_SKIPS['allowed'])} allowed in CI (marked {', '.join(sorted(SKIPS_ALLOWED_IN_CI))}: no such "
+        f"device here), {len(_SKIPS['other'])} other (a missing component or another environment)")
+    if required() and _SKIPS["other"]:
+        terminalreporter.write_line("FAILED: tests skipped in a required run (KIM_GNN_TESTS_REQUIRED=1 / "
+                                    "KIM_GNN_E2E_REQUIRED=1): " + ", ".join(_SKIPS["other"]), red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller sees every report and decides
+    if required() and _SKIPS["other"] and exitstatus == 0:
+        session.exitstatus = 1
 
 
 class NequIPModels:
@@ -38,7 +163,7 @@ class NequIPModels:
 
 @pytest.fixture(scope="session")
 def nequip_models(tmp_path_factory):
-    pytest.importorskip("nequip")
+    require_import("nequip")
     return NequIPModels(str(tmp_path_factory.mktemp("nequip-models")))
 
 
@@ -79,7 +204,7 @@ class MACEModels:
 
 @pytest.fixture(scope="session")
 def mace_models(tmp_path_factory):
-    pytest.importorskip("mace")
+    require_import("mace")
     return MACEModels(str(tmp_path_factory.mktemp("mace-models")))
 
 

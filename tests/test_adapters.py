@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from skip_policy import missing
 
 import kim_gnn
 from kim_gnn.adapters import (Adapter, adapter_named, detect_adapter, register_adapter, registered_adapters,
@@ -119,7 +120,7 @@ def test_toy_runs_on_the_core_runtime(toy_models):
         assert report.passed, report.summary()
         assert len(report.cases) >= 10 and all(c.passed for c in report.cases)
     if "kernels" not in staged:
-        pytest.skip("--kernels kim_gnn not verified: the kim_gnn op library is not built (csrc/build_ops.py)")
+        missing("--kernels kim_gnn not verified: the kim_gnn op library is not built (csrc/build_ops.py)")
 
 
 def test_toy_pruned_equals_unpruned(toy_models, tmp_path):
@@ -206,4 +207,4 @@ def test_entry_point_adapter_gets_the_whole_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.stdout.strip() == "True", proc.stderr
     if len(variants) < 3:
-        pytest.skip("--kernels kim_gnn not tried: the kim_gnn op library is not built (csrc/build_ops.py)")
+        missing("--kernels kim_gnn not tried: the kim_gnn op library is not built (csrc/build_ops.py)")

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from skip_policy import require_import
 from ase import Atoms
 from ase.build import bulk
 from ase.io import write
@@ -142,7 +143,7 @@ def test_main_returns_codes_in_process(deployed, tmp_path, capsys):
 
 @pytest.mark.parametrize("architecture", ["nequip", "mace"])
 def test_example_builds_converts_and_verifies(architecture, tmp_path, capsys):
-    pytest.importorskip(architecture)
+    require_import(architecture)
     from kim_gnn.adapters import adapter_named
 
     assert main(["example", "--architecture", architecture, "--out", str(tmp_path), "--layers", "2", "-q"]) == 0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from skip_policy import require_import
 
 from kim_gnn.cli import default_example_dir
 
@@ -176,7 +177,7 @@ def test_mace_example_stderr_has_only_kim_gnn_lines(tmp_path):
 # --- reports ----------------------------------------------------------------------
 
 def test_report_has_units_versions_time_machine_and_a_plot(nequip_pair, tmp_path):
-    pytest.importorskip("matplotlib")
+    require_import("matplotlib", "the test extra installs it (scripts/setup.sh)")
     original, converted = nequip_pair
     report_file, plot_file = tmp_path / "r.json", tmp_path / "parity.png"
     code, stdout, err = run_cli("verify", original, converted, "--no-properties", "-q",

@@ -7,13 +7,14 @@ import itertools
 
 import numpy as np
 import pytest
+from skip_policy import require_import
 from ase import Atoms
 from ase.geometry import complete_cell
 
 from kim_gnn import contract
 from kim_gnn.graphs import build_staged_graphs
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = require_import("hypothesis", "the test extra installs it (scripts/setup.sh)", module_level=True)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -10,13 +10,13 @@ import subprocess
 import sys
 
 import pytest
+from skip_policy import require_op_library
 import torch
 
 from kim_gnn import kernels
 from kim_gnn.errors import KimGnnError
 
-if not kernels.available():
-    pytest.skip(f"the kim_gnn op library is not built ({kernels.BUILD_COMMAND})", allow_module_level=True)
+require_op_library(module_level=True)
 
 ops = torch.ops.kim_gnn
 
@@ -241,11 +241,16 @@ def test_missing_library_is_a_clear_error(monkeypatch, tmp_path):
         kernels.library_path()
 
 
-cuda = pytest.mark.skipif(
+_without_cuda = pytest.mark.skipif(
     not torch.cuda.is_available() or not kernels.build_info().get("cuda"),
     reason=("no CUDA device" if not torch.cuda.is_available()
             else "the op library was built without CUDA (no CUDA toolkit or a CPU torch at build time)"),
 )
+
+
+def cuda(test):
+    """A CUDA test: skips without a device (marked ``cuda``: the skip CI allows)."""
+    return pytest.mark.cuda(_without_cuda(test))
 
 
 @cuda

@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 import pytest
+from skip_policy import require_op_library
 
 from kim_gnn import kernels
 
-if not kernels.available():
-    pytest.skip(f"the kim_gnn op library is not built ({kernels.BUILD_COMMAND})", allow_module_level=True)
+require_op_library(module_level=True)
 
 from kim_gnn.adapters import adapter_named  # noqa: E402
 from kim_gnn.executor import read_spec  # noqa: E402

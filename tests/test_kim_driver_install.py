@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+from skip_policy import missing
 
 from kim_gnn import contract, kim_driver
 from kim_gnn.errors import KimGnnError
@@ -54,7 +55,7 @@ def test_missing_cmake_is_one_error_line(tmp_path):
 
 def test_environment_collection_needs_its_variable(monkeypatch):
     if not all(map(__import__("shutil").which, ("cmake", "make"))):
-        pytest.skip("cmake/make not installed: the tool check comes first")
+        missing("cmake/make not installed: the tool check comes first")
     monkeypatch.delenv("KIM_API_MODEL_DRIVERS_DIR", raising=False)
     with pytest.raises(KimGnnError, match="--collection environment needs KIM_API_MODEL_DRIVERS_DIR"):
         kim_driver.install_driver("environment")
@@ -143,7 +144,7 @@ def kim_cmake():
     import shutil
 
     if shutil.which("cmake") is None or subprocess.run(["pkg-config", "--exists", "libkim-api"]).returncode != 0:
-        pytest.skip("cmake or the KIM API (libkim-api-dev) is not installed")
+        missing("cmake or the KIM API (libkim-api-dev) is not installed")
 
 
 def test_driver_item_configures_with_no_variables_in_the_active_python(kim_cmake, tmp_path):

@@ -31,6 +31,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from skip_policy import missing
 
 from kim_gnn import contract
 from kim_gnn.export import write_portable_model
@@ -198,9 +199,9 @@ def kim_api(tmp_path_factory):
     (``KIM-API-ITEMS``) are present; returns the KIM API version found."""
     for tool in ("cmake", "make"):
         if shutil.which(tool) is None:
-            pytest.skip(f"'{tool}' is not installed (run scripts/install_kim_stack.sh)")
+            missing(f"'{tool}' is not installed (run scripts/install_kim_stack.sh)")
     if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler (c++/g++) is installed (run scripts/install_kim_stack.sh)")
+        missing("no C++ compiler (c++/g++) is installed (run scripts/install_kim_stack.sh)")
     probe = tmp_path_factory.mktemp("kim-api-probe")
     (probe / "CMakeLists.txt").write_text(textwrap.dedent("""\
         cmake_minimum_required(VERSION 3.10)
@@ -216,7 +217,7 @@ def kim_api(tmp_path_factory):
     proc = _run(["cmake", "-G", "Unix Makefiles", ".."], probe / "build", check=False)
     found = re.search(r"KIM_GNN_KIM_API (\S+) (\S+)", proc.stdout)
     if proc.returncode != 0 or not found:
-        pytest.skip("the KIM API CMake config (KIM-API-ITEMS >= 2.2) was not found "
+        missing("the KIM API CMake config (KIM-API-ITEMS >= 2.2) was not found "
                     "(Debian: apt-get install libkim-api-dev, or run scripts/install_kim_stack.sh)")
     return found.group(1)
 
@@ -225,9 +226,9 @@ def kim_api(tmp_path_factory):
 def kim_collections_tool(kim_api):
     tool = shutil.which("kim-api-collections-management")
     if tool is None:
-        pytest.skip("kim-api-collections-management is not installed (Debian libkim-api-dev)")
+        missing("kim-api-collections-management is not installed (Debian libkim-api-dev)")
     if shutil.which("wget") is None and shutil.which("curl") is None:
-        pytest.skip("kim-api-collections-management needs wget or curl, and neither is installed")
+        missing("kim-api-collections-management needs wget or curl, and neither is installed")
     return tool
 
 
@@ -394,11 +395,11 @@ def test_kim_api_hands_the_parameter_files_to_the_named_driver(stub_collection, 
     """KIM::Model::Create on the installed model loads the driver the model
     names and hands it file.param and model.pt unchanged."""
     if shutil.which("pkg-config") is None:
-        pytest.skip("pkg-config is not installed (needed to compile the KIM API probe)")
+        missing("pkg-config is not installed (needed to compile the KIM API probe)")
     env = stub_collection["env"]
     flags = _run(["pkg-config", "--cflags", "--libs", "libkim-api"], tmp_path, env, check=False)
     if flags.returncode != 0:
-        pytest.skip("pkg-config does not know libkim-api")
+        missing("pkg-config does not know libkim-api")
     compiler = shutil.which("c++") or shutil.which("g++")
     (tmp_path / "probe.cpp").write_text(PROBE_SOURCE)
     _run([compiler, "-o", "probe", "probe.cpp", *flags.stdout.split()], tmp_path, env)

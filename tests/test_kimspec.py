@@ -9,12 +9,13 @@ import re
 import zipfile
 
 import pytest
+from skip_policy import require_import
 
 from kim_gnn import contract, kimspec
 from kim_gnn.cli import loading_kind, main, verify_command
 from kim_gnn.errors import KimGnnError
 
-kim_edn = pytest.importorskip("kim_edn", reason="kim-edn is installed by scripts/setup.sh (extras legacy/test)")
+kim_edn = require_import("kim_edn", "kim-edn is installed by scripts/setup.sh (extras legacy/test)", module_level=True)
 
 ITEM = "Si_Spec__MO_000000000000_000"
 

@@ -46,6 +46,7 @@ def test_artifact_kinds(tmp_path):
         assert detect_adapter(str(tmp_path / name)).name == "nequip-modern"
 
 
+@pytest.mark.legacy_env
 @pytest.mark.skipif(not LEGACY_ENV, reason="the message for environments without nequip >= 0.7")
 @pytest.mark.parametrize("make", [_fake_package, _fake_checkpoint])
 def test_legacy_environment_names_the_modern_one(tmp_path, make):

@@ -191,7 +191,7 @@ def test_driver_library_records_libtorch_runpath(kim_collection):
     assert path.startswith(str(kim_collection.dirs["md"])), path
     assert os.path.basename(os.path.dirname(path)) == contract.KIM_GNN_DRIVER_NAME
     if shutil.which("readelf") is None:
-        pytest.skip("readelf is not installed")
+        unavailable("readelf is not installed")
     dynamic = subprocess.run(["readelf", "-d", path], stdout=subprocess.PIPE, text=True, check=True).stdout
     runpath = re.search(r"\((?:RUNPATH|RPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]", dynamic)
     assert runpath and torch_library_dir() in runpath.group(1).split(":"), dynamic
@@ -490,7 +490,8 @@ def test_elements_map_gives_other_models_atomic_numbers_and_kim_gnn_models_indic
 
 
 @pytest.mark.parametrize("device,message", [
-    ("cuda", "KIM_MODEL_EXECUTION_DEVICE=cuda but CUDA is not available to the driver"),
+    pytest.param("cuda", "KIM_MODEL_EXECUTION_DEVICE=cuda but CUDA is not available to the driver",
+                 marks=pytest.mark.cuda),  # (its twin: test_execution_device_cuda; one of the two skips)
     ("tpu", "KIM_MODEL_EXECUTION_DEVICE=tpu is not supported (cpu or cuda)"),
 ])
 def test_execution_device_errors(installed_models, kim_log_dir, monkeypatch, device, message):
@@ -509,6 +510,7 @@ def test_execution_device_cpu_explicit(installed_models, kim_log_dir, monkeypatc
     check_against_original(model, "triclinic_alloy")
 
 
+@pytest.mark.cuda
 def test_execution_device_cuda(installed_models, kim_log_dir, monkeypatch):
     import torch
 
@@ -547,7 +549,7 @@ def test_ops_library(tmp_path_factory):
 
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
-        pytest.skip("no C++ compiler")
+        unavailable("no C++ compiler")
     root = tmp_path_factory.mktemp("test-ops")
     (root / "ops.cpp").write_text(TEST_OPS_SOURCE)
     library = root / "libkim_gnn_test_ops.so"

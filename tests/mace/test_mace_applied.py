@@ -9,6 +9,7 @@ import sys
 import warnings
 
 import pytest
+from skip_policy import missing
 import torch
 
 from kim_gnn.errors import OptimisationNotApplied
@@ -53,7 +54,7 @@ def test_kernels_record_the_parts_they_reach(mace_models):
     from kim_gnn.mace import convert_mace
 
     if not kernels.available():
-        pytest.skip("the kim_gnn op library is not built")
+        missing("the kim_gnn op library is not built")
     with pytest.warns(OptimisationNotApplied) as record:
         staged = convert_mace(_with_unknown_part(mace_models), kernels="kim_gnn")
     messages = [str(w.message) for w in record if issubclass(w.category, OptimisationNotApplied)]

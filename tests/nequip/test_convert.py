@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from skip_policy import require_import
 import torch
 from ase.build import bulk
 
@@ -107,7 +108,7 @@ def test_frozen_model_is_refused(nequip_models, tmp_path):
 
 
 def _deploy_with_builders(tmp_path, builders, name):
-    pytest.importorskip("nequip")
+    require_import("nequip")
     import yaml
     from nequip.scripts.deploy import main
 

@@ -12,9 +12,10 @@ import sys
 
 import numpy as np
 import pytest
+from skip_policy import missing, require_import
 import yaml
 
-pytest.importorskip("nequip")
+require_import("nequip", module_level=True)
 
 BIN = os.path.dirname(sys.executable)
 
@@ -24,7 +25,7 @@ def _tool(name):
     if not os.path.exists(path):
         path = shutil.which(name)
     if not path:
-        pytest.skip(f"{name} is not installed (nequip 0.6.2, scripts/setup.sh)")
+        missing(f"{name} is not installed (nequip 0.6.2, scripts/setup.sh)")
     return path
 
 
@@ -79,7 +80,7 @@ def test_the_numpy_pin_is_what_nequip_train_needs():
 def test_nequip_train_then_deploy_of_a_tiny_model(tmp_path):
     major, minor = (int(x) for x in np.__version__.split(".")[:2])
     if (major, minor) >= (2, 4):
-        pytest.skip(f"numpy {np.__version__} has no in1d, which nequip-train 0.6.2 calls: the legacy extra pins "
+        missing(f"numpy {np.__version__} has no in1d, which nequip-train 0.6.2 calls: the legacy extra pins "
                     "numpy<2.4 (rerun scripts/setup.sh)")
     from ase.build import bulk
     from ase.calculators.lj import LennardJones

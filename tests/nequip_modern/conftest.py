@@ -4,6 +4,7 @@ tests, built once per session and option set, in each artifact format."""
 import os
 
 import pytest
+from skip_policy import missing
 
 from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
 
@@ -63,6 +64,6 @@ class ModernModels:
 @pytest.fixture(scope="session")
 def modern_models(tmp_path_factory):
     if not MODERN:
-        pytest.skip(SKIP_REASON)
+        missing(SKIP_REASON)
     return ModernModels(str(tmp_path_factory.mktemp("nequip-modern-models")))
 

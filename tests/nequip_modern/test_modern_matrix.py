@@ -4,6 +4,7 @@ converted: the driver's way, in a fresh process with float32 as torch's
 default dtype where nequip and e3nn cannot be imported)."""
 
 import pytest
+from skip_policy import missing
 
 from kim_gnn.verification.harness import verify
 
@@ -111,7 +112,7 @@ def test_every_model_kind_pruned_unpruned_and_with_kernels(modern_models, kind, 
     from kim_gnn import kernels
 
     if mode == "kernels" and not kernels.available():
-        pytest.skip(f"the kim_gnn op library is not built ({kernels.BUILD_COMMAND})")
+        missing(f"the kim_gnn op library is not built ({kernels.BUILD_COMMAND})")
     source = modern_models.compiled(**KINDS[kind], model_dtype=dtype) if dtype == "float32" else \
         modern_models.in_memory(**KINDS[kind], model_dtype=dtype)
     staged = _convert(source, **MODES[mode])

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from skip_policy import missing
 
 from kim_gnn import contract, kernels
 from kim_gnn.executor import load_staged_model, load_unfrozen, read_spec
@@ -55,7 +56,7 @@ class Converted:
         key = (kind, mode, artifact)
         if key not in self.paths:
             if mode == "kernels" and not kernels.available():
-                pytest.skip(f"the kim_gnn op library is not built ({kernels.BUILD_COMMAND})")
+                missing(f"the kim_gnn op library is not built ({kernels.BUILD_COMMAND})")
             path = os.path.join(self.root, f"{kind}-{mode}-{artifact}.pt")
             convert_nequip(self.source(kind, artifact), **MODES[mode]).save(path)
             self.paths[key] = path
