@@ -224,10 +224,44 @@ def break_conversion(monkeypatch):
     return install
 
 
-def assert_rejected(report, reason=None):
+def assert_rejected(report, reason=None, caught_by=None):
+    """The report fails; with ``reason``, a failed structure's error says it;
+    with ``caught_by`` (a set of names, see ``checks_that_failed``), each of
+    those checks caught the mistake on some structure."""
     assert not report.passed, report.summary()
     if reason:
         assert any(reason in (c.error or "") for c in report.failures), report.summary()
+    if caught_by:
+        caught = checks_that_failed(report)
+        assert set(caught_by) <= caught, \
+            f"{sorted(set(caught_by) - caught)} did not catch it (caught by: {sorted(caught)})\n{report.summary()}"
+
+
+def checks_that_failed(report):
+    """Which of verify's comparisons failed on some structure: ``energy``,
+    ``forces``, ``atomic_energy``, ``stress`` (each beyond its limit, as
+    verify judges it), ``padding`` (non-contributing particles with
+    energies), ``shape`` (not per-particle energies), ``error`` (another error)."""
+    tol = report.tolerances
+    samples = {s["name"]: s for s in report.samples}
+    caught = set()
+    for case in report.failures:
+        if case.error:
+            caught.add("padding" if "non-contributing particles" in case.error
+                       else "shape" if "not per-particle energies" in case.error else "error")
+            continue
+        sample = samples[case.name]
+        n = case.n_atoms
+        if case.energy_error_per_atom > tol["energy_per_atom"] * max(1.0, abs(case.energy_original) / n):
+            caught.add("energy")
+        if case.max_force_error > tol["forces"] * max(1.0, float(np.abs(sample["forces"][0]).max(initial=0.0))):
+            caught.add("forces")
+        if case.max_atomic_energy_error is not None and not case.max_atomic_energy_error <= (
+                tol["atomic_energy"] * max(1.0, float(np.abs(sample["energies"][0]).max(initial=0.0)))):
+            caught.add("atomic_energy")
+        if case.max_stress_error is not None and case.max_stress_error > case.stress_limit:
+            caught.add("stress")
+    return caught
 
 
 NEQUIP_OPTIONS = dict(num_layers=2, species=("Si", "C"), zbl=True)
@@ -241,6 +275,22 @@ NEQUIP_MISTAKES = {
     "padding_energies_summed": wrapping(PaddingCounted),
     "padding_contribution_missing": wrapping(PaddingMessagesDropped),
     "species_order_wrong": wrapping(SpeciesReversed),
+}
+#: Which of verify's comparisons must catch each mistake (checks_that_failed).
+#: Wrong graphs, a dropped pair term or missing padding messages change the
+#: energy and forces; a scale applied twice every energy; summed padding
+#: energies are caught by the contract's zero-padding check before any
+#: comparison; wrong species order is caught by the per-atom energies even on
+#: structures whose total energy happens to agree (primitive cell, dimer).
+CAUGHT_BY = {
+    "reversed_graphs": {"energy", "forces"},
+    "one_layer_on_wrong_graph": {"energy", "forces"},
+    "pair_term_dropped": {"energy", "forces"},
+    "global_scale_twice": {"energy", "atomic_energy"},
+    "scale_twice": {"energy", "atomic_energy"},
+    "padding_energies_summed": {"padding"},
+    "padding_contribution_missing": {"energy", "forces"},
+    "species_order_wrong": {"atomic_energy"},
 }
 MACE_MISTAKES = {
     "reversed_graphs": wrapping(ReversedGraphs),
@@ -269,7 +319,7 @@ def test_verify_rejects_wrong_nequip_conversions(mistake, nequip_models, break_c
 
     deployed = nequip_models.deployed(**NEQUIP_OPTIONS)
     break_conversion(NEQUIP_MISTAKES[mistake])
-    assert_rejected(verify(deployed, convert_nequip(deployed), properties=False))
+    assert_rejected(verify(deployed, convert_nequip(deployed), properties=False), caught_by=CAUGHT_BY[mistake])
 
 
 @pytest.mark.parametrize("mistake", list(MACE_MISTAKES))
@@ -278,7 +328,7 @@ def test_verify_rejects_wrong_mace_conversions(mistake, mace_models, break_conve
 
     source = mace_models.model(**MACE_OPTIONS)
     break_conversion(MACE_MISTAKES[mistake])
-    assert_rejected(verify(source, convert_mace(source), properties=False))
+    assert_rejected(verify(source, convert_mace(source), properties=False), caught_by=CAUGHT_BY[mistake])
 
 
 def test_verify_rejects_mace_zbl_in_the_default_dtype(mace_models, break_conversion):
@@ -293,7 +343,7 @@ def test_verify_rejects_mace_zbl_in_the_default_dtype(mace_models, break_convers
     break_conversion(lambda staged, spec: replace_parts(
         staged, lambda n, m: n.rpartition(".")[2] == "pair_repulsion", lambda m: MacePairTerm(copy.deepcopy(original_zbl))) and staged)
     report = verify(source, convert_mace(source), properties=False)
-    assert_rejected(report)
+    assert_rejected(report, caught_by={"forces"})
     # off by float32 rounding only: small, but far beyond the float64 tolerance
     worst = max(c.max_force_error for c in report.failures if c.max_force_error is not None)
     assert 1e-10 < worst < 1e-3
@@ -371,5 +421,5 @@ def test_finite_difference_stress_detects_a_wrong_stress(nequip_models, monkeypa
 
     monkeypatch.setattr(NequIPOriginal, "evaluate", wrong_stress)
     report = verify(deployed, converted, properties=False)
-    assert_rejected(report)
+    assert_rejected(report, caught_by={"stress"})
     assert all(c.max_stress_error is not None for c in report.failures)
