@@ -39,8 +39,8 @@ from ase import Atoms
 
 from ..errors import KimGnnError, first_line
 from ..executor import StagedExecutor, cell_volume, run_on_graphs
-from .fresh import run_fresh
 from .finite_difference import richardson_derivative
+from .fresh import run_fresh
 from .structures import battery, nearest_neighbor_distance, random_rotation
 from .tolerances import CHECK_TOLERANCES, MEMORY_GROWTH_LIMIT, tolerances_for
 

@@ -21,8 +21,8 @@ from ..adapters import detect_adapter
 from ..errors import KimGnnError, first_line
 from ..executor import read_spec, resolve_model_file
 from ..graphs import check_structure, species_indices
-from .fresh import run_fresh
 from .finite_difference import richardson_derivative
+from .fresh import run_fresh
 from .structures import Case, Expected, battery, property_cases
 from .tolerances import FD_NOISE, FD_STRAIN, TOLERANCES, tolerances_for  # noqa: F401 (TOLERANCES: re-exported)
 
