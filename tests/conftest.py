@@ -114,6 +114,11 @@ def pytest_runtest_logreport(report):
         _SKIPS["allowed" if SKIPS_ALLOWED_IN_CI & set(report.keywords) else "other"].append(report.nodeid)
 
 
+def pytest_collectreport(report):
+    if report.skipped:  # a whole module skipped (pytest.skip(..., allow_module_level=True))
+        _SKIPS["other"].append(report.nodeid)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _SKIPS["allowed"] and not _SKIPS["other"]:
         return
