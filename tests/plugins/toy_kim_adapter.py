@@ -177,6 +177,17 @@ class ToyOriginal:
         self.p = _read(path)
 
     def evaluate(self, atoms):
+        return self._evaluate(atoms)[0]
+
+    def atomic_virials(self, atoms):
+        """Per-atom virials by the edge-force decomposition (KIM sign, Voigt
+        xx yy zz yz xz xy): dE/dD of each periodic edge, half to each end."""
+        from kim_gnn.atomic_virials_reference import split_edge_virials
+
+        _, (i, j, D, pull) = self._evaluate(atoms)
+        return split_edge_virials(len(atoms), np.stack([i, j]), D, pull)
+
+    def _evaluate(self, atoms):
         from ase.neighborlist import neighbor_list
 
         p = self.p
@@ -210,7 +221,8 @@ class ToyOriginal:
         if np.all(atoms.pbc):
             stress = (pull.T @ D) / atoms.get_volume()  # (1/V) dE/d(strain)
             stress = 0.5 * (stress + stress.T)
-        return OriginalResult(energy=float(energies.sum()), energies=energies, forces=forces, stress=stress)
+        result = OriginalResult(energy=float(energies.sum()), energies=energies, forces=forces, stress=stress)
+        return result, (i, j, D, pull)  # pull = dE/dD of each directed edge
 
 
 def write_example(path, num_layers=NUM_LAYERS, model_dtype="float64"):
