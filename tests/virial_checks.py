@@ -62,7 +62,8 @@ def check_against_original(model_file, original, species, cutoff, rel=1e-9, sum_
         if got.stress is not None:
             s = got.stress
             voigt = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-            assert np.abs(got.stresses.sum(0) - voigt).max() <= 1e-12 * max(1.0, np.abs(voigt).max()), case.name
+            # (to the model's precision: in float32 the edge vectors are rounded differences)
+            assert np.abs(got.stresses.sum(0) - voigt).max() <= sum_rel * max(1.0, np.abs(voigt).max()), case.name
         out[case.name] = got.virials
     return out
 
