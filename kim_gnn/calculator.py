@@ -55,10 +55,10 @@ class StagedCalculator(Calculator):
             "energies": result.energies,
             "forces": result.forces,
         }
-        if result.stress is not None:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(result.stress)
         if result.stresses is not None:
             self.results["stresses"] = result.stresses
+        if result.stress is not None:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(result.stress)
         elif "stress" in properties:
             from ase.calculators.calculator import PropertyNotImplementedError
 
