@@ -285,3 +285,28 @@ def test_energy_and_edge_vectors_checks_its_inputs_like_forward():
             call()
     with pytest.raises(Exception, match="takes 1 edge lists"):
         module.energy_and_edge_vectors(torch.zeros(3, dtype=torch.int64), coordinates, edges * 2, contributions)
+
+
+def test_several_frozen_models_raise_cleanly_from_both_methods(tmp_path):
+    """Every generated entry class shares the checked code; frozen copies of
+    several models in one process raise their one-line error from forward
+    and from energy_and_edge_vectors (an inherited method called from the
+    generated forward once crashed the interpreter here)."""
+    import toy_kim_adapter as toy
+
+    from kim_gnn.executor import load_staged_model
+
+    source = toy.write_example(str(tmp_path / "m.toygnn"))
+    modules = []
+    for k, prune in enumerate((True, False, True)):
+        toy.convert_toy(source, prune=prune).save(str(tmp_path / f"{k}.pt"))
+        modules.append(load_staged_model(str(tmp_path / f"{k}.pt"))[0])
+    species = torch.tensor([0, 3, 0])
+    coordinates = torch.zeros((3, 3), dtype=torch.float64)
+    edges = [torch.zeros((2, 0), dtype=torch.int64)] * 2
+    contributions = torch.zeros(3, dtype=torch.int64)
+    for module in modules[::-1]:
+        with pytest.raises(Exception, match="species index 3 is out of range"):
+            module(species, coordinates, *edges, contributions)
+        with pytest.raises(Exception, match="species index 3 is out of range"):
+            module.energy_and_edge_vectors(species, coordinates, edges, contributions)
