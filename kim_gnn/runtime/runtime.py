@@ -24,19 +24,22 @@ What the runtime owns (written once, for every architecture):
   ``docs/per-atom-virials.md``): ``edge_vectors`` forms them from positions
   in the plan's numbering, ``record_edges`` records the vectors a layer
   used together with their edges in the CALLER's numbering (through
-  ``plan.perm``). A staged module's loop takes a ``record`` flag: its
-  ``forward`` runs the loop with ``record=False`` (nothing is recorded, no
-  extra work), its exported ``energy_and_edge_vectors`` with ``True``::
+  ``plan.perm``). A staged module's loop (its ``forward``) takes two
+  optional lists: the contract's ``forward`` call passes none (nothing is
+  recorded, no extra work); its exported ``energy_and_edge_vectors`` passes
+  them::
 
-      def run(self, species, coordinates, graphs, contributions, record: bool):
-          vectors_out: List[Tensor] = []
-          edges_out: List[Tensor] = []
+      def forward(self, species, coordinates, graphs, contributions,
+                  vectors_out: Optional[List[Tensor]] = None, edges_out: Optional[List[Tensor]] = None):
           ...
               vectors = self.runtime.edge_vectors(pos, plan, k)
-              if record:
+              if vectors_out is not None and edges_out is not None:
                   self.runtime.record_edges(vectors, plan, k, vectors_out, edges_out)
           ...
-          return energies, vectors_out, edges_out
+
+  (The loop stays in ``forward`` itself: a frozen model whose ``forward``
+  called a helper method of the same module crashed the interpreter when an
+  error was raised inside the network, torch 2.13.)
 
 ``receiver_row`` is the row of an edge index that holds the receiver
 (NequIP, Allegro: 0, the center; MACE: 1).

@@ -20,7 +20,7 @@ docs/adding-an-adapter.md walks through it.
 """
 
 import json
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -119,20 +119,11 @@ class StagedToyGNN(torch.nn.Module):
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float64))
 
     def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
-                contributions: torch.Tensor) -> torch.Tensor:
-        return self.run(species, coordinates, graphs, contributions, False)[0]
-
-    @torch.jit.export
-    def energy_and_edge_vectors(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
-                                contributions: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
-        """forward's energies plus each layer's edge vectors and edges (the
-        per-atom virials' input, recorded by the runtime)."""
-        return self.run(species, coordinates, graphs, contributions, True)
-
-    def run(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
-            contributions: torch.Tensor, record: bool) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
-        vectors_out: List[torch.Tensor] = []
-        edges_out: List[torch.Tensor] = []
+                contributions: torch.Tensor, vectors_out: Optional[List[torch.Tensor]] = None,
+                edges_out: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+        """The loop; records each layer's edge vectors and edges when given
+        the lists (the per-atom virials' input; the contract's forward
+        passes none)."""
         plan = self.runtime.plan(graphs, contributions)
         pos = self.runtime.needed(coordinates, plan).to(torch.float64)
         x = self.weights.index_select(0, self.runtime.needed(species, plan)).unsqueeze(1)
@@ -140,10 +131,19 @@ class StagedToyGNN(torch.nn.Module):
             k = self.runtime.graph_of_layer(i)
             num_in = plan.counts[k + 1]
             vectors = self.runtime.edge_vectors(pos[:num_in], plan, k)
-            if record:
+            if vectors_out is not None and edges_out is not None:
                 self.runtime.record_edges(vectors, plan, k, vectors_out, edges_out)
             x = layer(x[:num_in], vectors, plan.edges[k], plan.routes[k], plan.counts[k])
-        return self.runtime.particle_energies(x, plan, contributions), vectors_out, edges_out
+        return self.runtime.particle_energies(x, plan, contributions)
+
+    @torch.jit.export
+    def energy_and_edge_vectors(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                                contributions: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        """forward's energies plus each layer's edge vectors and edges."""
+        vectors: List[torch.Tensor] = []
+        edges: List[torch.Tensor] = []
+        energy = self.forward(species, coordinates, graphs, contributions, vectors, edges)
+        return energy, vectors, edges
 
 
 def convert_toy(path, prune=True, kernels=None):
