@@ -41,10 +41,13 @@ std::string ReadForwardOutput(torch::jit::IValue const & out,
                               bool const returnsForces,
                               RawOutputs * raw)
 {
+  std::string const noForces
+      = "the .param file says the model returns forces, but its "
+        "output has no forces tensor (element 1)";
   if (out.isTensor())
   {
     raw->energies = out.toTensor();
-    return "";
+    return returnsForces ? noForces : "";
   }
   if (!(out.isTuple() && !out.toTupleRef().elements().empty()
         && out.toTupleRef().elements()[0].isTensor()))
@@ -53,9 +56,7 @@ std::string ReadForwardOutput(torch::jit::IValue const & out,
   raw->energies = elems[0].toTensor();
   if (returnsForces)
   {
-    if (elems.size() < 2 || !elems[1].isTensor())
-      return "the .param file says the model returns forces, but its "
-             "output has no forces tensor (element 1)";
+    if (elems.size() < 2 || !elems[1].isTensor()) return noForces;
     raw->forces = elems[1].toTensor();
   }
   return "";
