@@ -148,6 +148,18 @@ int main(int argc, char ** argv)
     GlobalVirial(m, x.data(), f.data(), v);
     for (double c : v) std::printf("%.17g\n", c);
   }
+  else if (command == "sum-check")  // n, particle virials (6n), virial (6), tolerance
+  {
+    std::istringstream in(Stdin());
+    int n;
+    in >> n;
+    std::vector<double> w(6 * n), v(6);
+    for (double & x : w) x = Read(in);
+    for (double & x : v) x = Read(in);
+    double const tolerance = Read(in);
+    std::string const error = CheckParticleVirialSum(n, w.data(), v.data(), tolerance);
+    std::printf("%s\n", error.empty() ? "ok" : ("error: " + error).c_str());
+  }
   else
     return 2;
   return 0;
@@ -434,3 +446,20 @@ def test_non_finite_edge_forces_and_bad_indices_are_errors(harness):
     assert _fold(harness, 2, 2, [(index, vectors, grads)]).startswith("the edge forces dE/dr of edge 1 are not finite")
     assert _fold(harness, 2, 2, [(np.array([[0], [5]]), vectors[:1], grads[:1] * 0)]) == (
         "the model's edge_index holds particle 5, outside 0 .. 1")
+
+
+def test_particle_virials_must_sum_to_the_virial(harness):
+    """A missing share (edge vectors the energy does not depend on, so zero
+    edge forces) is caught; rounding is not."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(5, 6))
+
+    def check(particle, virial, tolerance=1e-3):
+        text = " ".join(repr(float(v)) for v in [*np.ravel(particle), *virial, tolerance])
+        return harness("sum-check", stdin=f"{len(particle)} {text}\n").strip()
+
+    assert check(w, w.sum(axis=0)) == "ok"
+    assert check(w, w.sum(axis=0) * (1 + 1e-6)) == "ok"
+    assert check(np.zeros_like(w), w.sum(axis=0)).startswith(
+        "error: the per-particle virials do not sum to the virial from the forces (largest difference ")
+    assert check(w[:4], w.sum(axis=0)).startswith("error: ")

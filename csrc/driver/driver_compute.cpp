@@ -18,6 +18,10 @@ namespace
 {
 using Clock = std::chrono::steady_clock;
 
+// CheckParticleVirialSum's tolerance: far above float32 rounding, far below
+// a missing share.
+double const kParticleVirialSumTolerance = 1e-3;
+
 // The compute arguments of one call (outputs null where not asked for).
 struct Arguments
 {
@@ -108,18 +112,24 @@ std::string WriteOutputs(Arguments const & a, KimGnnDriver * const d)
   if (a.virial)
     GlobalVirial(m, d->modelArrays.coordinates.data(), out.forces.data(), a.virial);
   if (!a.particleVirial) return "";
+  std::string error;
   for (EdgeForces const & e : out.edges)
   {
-    std::string const error = FoldEdgeVirials(a.n, m, e.numEdges, e.index.data(),
-                                              e.vectors.data(), e.gradients.data(),
-                                              a.particleVirial);
-    if (!error.empty())
-    {
-      std::fill(a.particleVirial, a.particleVirial + 6 * a.n, 0.0);
-      return error;
-    }
+    if (error.empty())
+      error = FoldEdgeVirials(a.n, m, e.numEdges, e.index.data(),
+                              e.vectors.data(), e.gradients.data(),
+                              a.particleVirial);
   }
-  return "";
+  if (error.empty())
+  {
+    double virial[6];
+    GlobalVirial(m, d->modelArrays.coordinates.data(), out.forces.data(), virial);
+    error = CheckParticleVirialSum(a.n, a.particleVirial, virial,
+                                   kParticleVirialSumTolerance);
+  }
+  if (!error.empty())
+    std::fill(a.particleVirial, a.particleVirial + 6 * a.n, 0.0);
+  return error;
 }
 
 // KIM_GNN_DRIVER_TIMING: one JSON line per compute.

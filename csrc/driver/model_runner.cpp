@@ -8,6 +8,7 @@
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -288,8 +289,16 @@ torch::jit::IValue ModelRunner::Impl::Call(
             .to(device));
   }
   if (edgeVectors)
+  {
+    // Without the graph executor's optimisations: once optimised (after the
+    // first call), TorchScript's autodiff merges the edge vectors and the
+    // energy into one differentiable graph, and the returned edge vectors
+    // are then outputs the energy no longer depends on (their gradients come
+    // back undefined). forward, run by its own executor, stays optimised.
+    torch::jit::GraphOptimizerEnabledGuard const unoptimised(false);
     return module.get_method(kEdgeVectorsMethod)(
         {species, *coordinates, c10::List<torch::Tensor>(edges), contributions});
+  }
   std::vector<torch::jit::IValue> args;
   args.reserve(edges.size() + kInputsBesidesEdgeLists);
   args.emplace_back(species);

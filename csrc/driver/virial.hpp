@@ -81,6 +81,37 @@ inline std::string FoldEdgeVirials(int const n,
   }
   return "";
 }
+
+// The per-particle virials (n x 6, every share folded in) must sum to the
+// virial from the forces: a model whose returned edge vectors are not the
+// ones its energy was computed from breaks this. tolerance: relative to
+// the largest component of sum_i |w_i| (float32 models round at 1e-7).
+inline std::string CheckParticleVirialSum(int const n,
+                                          double const * const particleVirial,
+                                          double const * const virial,
+                                          double const tolerance)
+{
+  double sum[6] = {0, 0, 0, 0, 0, 0};
+  double absSum[6] = {0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < 6; ++c)
+    {
+      sum[c] += particleVirial[6 * i + c];
+      absSum[c] += std::fabs(particleVirial[6 * i + c]);
+    }
+  double scale = 0.0, worst = 0.0;
+  for (int c = 0; c < 6; ++c)
+  {
+    scale = std::fmax(scale, std::fmax(absSum[c], std::fabs(virial[c])));
+    worst = std::fmax(worst, std::fabs(sum[c] - virial[c]));
+  }
+  if (worst <= tolerance * scale) return "";
+  return "the per-particle virials do not sum to the virial from the forces "
+         "(largest difference "
+         + std::to_string(worst) + " eV of " + std::to_string(scale)
+         + " eV): the edge vectors the model returns are not the ones its "
+           "energy was computed from";
+}
 }  // namespace kim_gnn
 
 #endif  // KIM_GNN_VIRIAL_HPP

@@ -110,6 +110,30 @@ def test_pair_potential_particle_virials_equal_the_closed_form(pair_items, kim_l
     assert np.abs(got["particle_virial"]).max() > 0.1  # not zeros
 
 
+def test_repeated_computes_keep_the_edge_forces(pair_items, kim_log_dir):
+    """Several computes on one model object (TorchScript optimises a method
+    after its first calls; the driver runs energy_and_edge_vectors
+    unoptimised, or the edge vectors drop out of the autograd graph and
+    their edge forces come back empty)."""
+    atoms = virial_structures()["triclinic"].copy()
+    calc = KIM(pair_items["method"], options={"release_GIL": True})
+    atoms.calc = calc
+    name = kimpy.compute_argument_name
+    # one buffer for every compute, far larger than the particles (padding included) will ever be
+    particle_virial = np.zeros((50 * len(atoms) + 1000, 6))
+    calc._compute_args.set_argument_pointer(name.partialParticleVirial, particle_virial)
+    calc._kim_gnn_test_arrays = particle_virial  # registered by address: keep it alive
+    for step in range(5):
+        atoms.positions[step] += 0.02
+        particle_virial[:] = np.nan
+        atoms.get_potential_energy()  # ASE's compute, with the pointer registered above
+        n_all = int(calc._num_particles[0])
+        folded = particle_virial[: len(atoms)].copy()
+        np.add.at(folded, np.asarray(calc._kimmodeldata.padding_image_of), particle_virial[len(atoms):n_all])
+        expected = closed_form(atoms)[3]
+        np.testing.assert_allclose(folded, expected, rtol=0, atol=TOL * np.abs(expected).max(), err_msg=str(step))
+
+
 def test_single_atom_has_zero_particle_virial(pair_items, kim_log_dir):
     from ase import Atoms
 
