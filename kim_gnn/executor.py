@@ -5,6 +5,11 @@ L + 3 positional inputs and dtypes -> energy = sum of element 0 ->
 forces = -d(energy)/d(coordinates) by ``backward()`` ("Return Forces False").
 Padding forces are folded back onto the atoms they are images of; stress is
 ``-sum_p F_p (x) x_p / V`` over all particles, as ASE does for KIM models.
+
+With ``virials=True`` the call is ``energy_and_edge_vectors`` instead of
+``forward`` (the same energies, bit for bit) and the one backward pass also
+gives the edge forces: per-particle virials by the edge-force decomposition
+(``kim_gnn/virials.py``), padding particles' folded onto their atoms.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ class StagedResult:
     energies_shape: Sequence[int] = ()
     #: largest |energy| the model gave a non-contributing particle (the contract: 0)
     padding_energy: float = 0.0
+    #: with ``virials=True``: [n_atoms, 6] per-atom virials (KIM sign and Voigt
+    #: order xx yy zz yz xz xy, eV), padding particles' folded onto their atoms
+    virials: Optional[np.ndarray] = None
+    #: with ``virials=True``: [num_particles, 6], every particle's own (unfolded)
+    particle_virials: Optional[np.ndarray] = None
+    #: with ``virials=True`` and a cell volume: ASE's per-atom ``stresses``
+    #: [n_atoms, 6] (eV/A^3) = virials / V; they sum to ``stress``
+    stresses: Optional[np.ndarray] = None
 
 
 def resolve_model_file(path: PathLike) -> str:
@@ -111,12 +124,15 @@ def read_spec(path: PathLike) -> StagedModelSpec:
 
 def load_staged_model(path: PathLike, device: str = "cpu"):
     """Load a converted model as the driver does (eval, freeze, fusion
-    strategy); (module, spec). Like the driver, this sets torch's
-    process-wide TorchScript fusion strategy."""
+    strategy, keeping ``energy_and_edge_vectors`` where the model has it);
+    (module, spec). Like the driver, this sets torch's process-wide
+    TorchScript fusion strategy."""
+    from .virials import METHOD, provides_virials
+
     module, spec = load_unfrozen(path, device)
     module.eval()
     try:
-        module = torch.jit.freeze(module)
+        module = torch.jit.freeze(module, preserved_attrs=[METHOD] if provides_virials(module) else [])
     except Exception as exc:
         raise KimGnnError(f"{path} cannot be frozen as the driver freezes it ({first_line(exc)})") from None
     torch.jit.set_fusion_strategy(contract.FUSION_STRATEGY)
@@ -131,23 +147,41 @@ def _torch_inputs(graphs: StagedGraphs, device: str):
     return species, coordinates, edges, contributions
 
 
-def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[float] = None, device: str = "cpu") -> StagedResult:
-    """One driver call on prepared staged graphs."""
+def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[float] = None, device: str = "cpu",
+                  virials: bool = False, model_dtype: str = "float64") -> StagedResult:
+    """One driver call on prepared staged graphs; with ``virials`` also the
+    per-atom virials (a model without ``energy_and_edge_vectors`` is refused)."""
     species, coordinates, edges, contributions = _torch_inputs(graphs, device)
-    out = module(species, coordinates, *edges, contributions)
-    energy_tensor = out[0] if isinstance(out, (tuple, list)) else out
+    particle_virials = None
+    if virials:
+        from . import virials as edge_virials
+
+        edge_virials.require_virials(module)
+        computed = edge_virials.energies_forces_virials(module, species, coordinates, edges, contributions)
+        energy_tensor, grad = computed.energies, computed.gradient
+        edge_virials.check_decomposition(computed.virials, coordinates, grad, getattr(torch, model_dtype))
+        particle_virials = computed.virials.cpu().numpy()
+        energy = energy_tensor.sum()
+    else:
+        out = module(species, coordinates, *edges, contributions)
+        energy_tensor = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(energy_tensor, torch.Tensor) or energy_tensor.dtype != contract.OUTPUT_DTYPE:
         raise KimGnnError("converted model broke the contract: its energy output is not a float64 tensor")
     if energy_tensor.dim() == 0:
         raise KimGnnError("converted model broke the contract: its energy output is 0-dimensional")
-    energy = energy_tensor.sum()
-    energy.backward()
-    grad = coordinates.grad
+    if not virials:
+        energy = energy_tensor.sum()
+        energy.backward()
+        grad = coordinates.grad
     forces_all = np.zeros_like(graphs.positions) if grad is None else -grad.detach().cpu().numpy()
 
     real = graphs.image_of >= 0
     forces = np.zeros((n_atoms, 3))
     np.add.at(forces, graphs.image_of[real], forces_all[real])
+    atom_virials = None
+    if particle_virials is not None:
+        atom_virials = np.zeros((n_atoms, 6))
+        np.add.at(atom_virials, graphs.image_of[real], particle_virials[real])
 
     per_particle = energy_tensor.detach().cpu().numpy()
     padding_energy = 0.0
@@ -161,6 +195,9 @@ def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[f
     if volume is not None and volume > 0:
         virial = np.einsum("pi,pj->ij", forces_all[real], graphs.positions[real])
         stress = -0.5 * (virial + virial.T) / volume
+    stresses = None
+    if atom_virials is not None and stress is not None:
+        stresses = atom_virials / volume
     return StagedResult(
         energy=float(energy.detach()),
         energies=energies,
@@ -170,6 +207,9 @@ def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[f
         num_edges=[int(e.shape[1]) for e in graphs.edge_index],
         energies_shape=tuple(int(d) for d in per_particle.shape),
         padding_energy=padding_energy,
+        virials=atom_virials,
+        particle_virials=particle_virials,
+        stresses=stresses,
     )
 
 
@@ -192,6 +232,21 @@ class StagedExecutor:
     def build_graphs(self, atoms) -> StagedGraphs:
         return build_staged_graphs(atoms, self.spec.species, self.spec.cutoff, self.spec.num_layers, self.skin)
 
-    def run(self, atoms) -> StagedResult:
+    @property
+    def provides_virials(self) -> bool:
+        """Whether the model has ``energy_and_edge_vectors`` (per-atom virials)."""
+        from .virials import provides_virials
+
+        return provides_virials(self.module)
+
+    def run(self, atoms, virials: bool = False) -> StagedResult:
+        """One driver call; ``virials=True`` adds per-atom virials (and ASE
+        stresses where the cell has a volume), refused for a model without
+        ``energy_and_edge_vectors``."""
+        if virials:
+            from .virials import require_virials
+
+            require_virials(self.module, self.path)
         graphs = self.build_graphs(atoms)
-        return run_on_graphs(self.module, graphs, len(atoms), cell_volume(atoms), self.device)
+        return run_on_graphs(self.module, graphs, len(atoms), cell_volume(atoms), self.device, virials=virials,
+                             model_dtype=self.spec.model_dtype)

@@ -313,9 +313,36 @@ class StagedMACE(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
+        return self.run(species, coordinates, graphs, contributions, False)[0]
+
+    @torch.jit.export
+    def energy_and_edge_vectors(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        """forward's energies, and the edge vectors of every interaction's
+        graph with their edges in the caller's numbering
+        (``docs/per-atom-virials.md``)."""
+        return self.run(species, coordinates, graphs, contributions, True)
+
+    def run(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+        record: bool,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
         """In the plan's numbering interaction i runs on the first
         ``n_{k+1}`` particles with the edges into the first ``n_k``, and the
-        product basis, the readouts, E0 and ZBL on what is kept."""
+        product basis, the readouts, E0 and ZBL on what is kept. Positions
+        enter only through each graph's edge vectors (recorded with
+        ``record``); ZBL reuses graph 0's lengths."""
+        vectors_out: List[torch.Tensor] = []
+        edges_out: List[torch.Tensor] = []
         plan = self.runtime.plan(graphs, contributions)
         pos = self.runtime.needed(coordinates, plan).to(self.model_dtype)
         node_attrs = torch.nn.functional.one_hot(self.runtime.needed(species, plan), self.num_elements).to(
@@ -332,7 +359,9 @@ class StagedMACE(torch.nn.Module):
             num_out = plan.counts[k]
             edge_index = plan.edges[k]
             attrs_in = node_attrs[:num_in]
-            vectors = pos[edge_index[1]] - pos[edge_index[0]]
+            vectors = self.runtime.edge_vectors(pos, plan, k)
+            if record:
+                self.runtime.record_edges(vectors, plan, k, vectors_out, edges_out)
             lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
             edge_attrs = self.spherical_harmonics(vectors)
             edge_feats, cutoff = self.radial_embedding(lengths, attrs_in, edge_index, self.atomic_numbers)
@@ -365,4 +394,4 @@ class StagedMACE(torch.nn.Module):
             energy = node_e0.to(torch.float64) + inter.to(torch.float64)
         else:
             energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
-        return self.runtime.particle_energies(energy, plan, contributions)
+        return self.runtime.particle_energies(energy, plan, contributions), vectors_out, edges_out

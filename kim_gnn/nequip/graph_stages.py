@@ -23,7 +23,7 @@ Each version's module subclasses ``StagedGraphNetwork`` and defines
 ``node_inputs`` and ``finish_energy``.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -77,6 +77,34 @@ class StagedGraphNetwork(torch.nn.Module):
         graphs: List[torch.Tensor],
         contributions: torch.Tensor,
     ) -> torch.Tensor:
+        return self.run(species, coordinates, graphs, contributions, False)[0]
+
+    @torch.jit.export
+    def energy_and_edge_vectors(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        """forward's energies, and the edge vectors of every layer's graph
+        with their edges in the caller's numbering (``docs/per-atom-virials.md``)."""
+        return self.run(species, coordinates, graphs, contributions, True)
+
+    def run(
+        self,
+        species: torch.Tensor,
+        coordinates: torch.Tensor,
+        graphs: List[torch.Tensor],
+        contributions: torch.Tensor,
+        record: bool,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        """The loop; with ``record`` it also records, per layer, the edge
+        vectors nequip's edge modules formed (and cached in the dict, where
+        every later module of that graph reads them: the converters admit
+        only modules that see positions through them) with their edges."""
+        vectors_out: List[torch.Tensor] = []
+        edges_out: List[torch.Tensor] = []
         plan = self.runtime.plan(graphs, contributions)
         nodes = self.node_inputs(species, coordinates, plan)
         for node_module in self.node_modules:
@@ -93,6 +121,10 @@ class StagedGraphNetwork(torch.nn.Module):
             data["edge_index"] = plan.edges[k]
             for edge_module in self.edge_modules:
                 data = edge_module(data)
+            if record:
+                if "edge_vectors" not in data:
+                    raise ValueError("kim-gnn model: its edge modules formed no edge_vectors: no per-atom virials")
+                self.runtime.record_edges(data["edge_vectors"], plan, k, vectors_out, edges_out)
             nodes[layer.out_field] = layer(data, plan.counts[k], plan.routes[k])
 
         num_contributing = plan.counts[0]
@@ -115,7 +147,7 @@ class StagedGraphNetwork(torch.nn.Module):
                 data = module(data)
 
         energy = self.finish_energy(out[self.energy_field].reshape(-1))
-        return self.runtime.particle_energies(energy, plan, contributions)
+        return self.runtime.particle_energies(energy, plan, contributions), vectors_out, edges_out
 
     def node_inputs(self, species: torch.Tensor, coordinates: torch.Tensor, plan: StagePlan) -> Dict[str, torch.Tensor]:
         """``pos`` and ``atom_types`` of the particles of ``B_L``, in the plan's order."""

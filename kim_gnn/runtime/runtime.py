@@ -19,7 +19,24 @@ What the runtime owns (written once, for every architecture):
   kim_gnn kernels), which says itself whether it needs receiver-sorted
   edges, and its per-graph routes computed once per call;
 * the scatter of the contributing particles' energies to the ``[N]``
-  float64 output of the contract, zero on every other particle.
+  float64 output of the contract, zero on every other particle;
+* the edge vectors of the per-atom virials (``energy_and_edge_vectors``,
+  ``docs/per-atom-virials.md``): ``edge_vectors`` forms them from positions
+  in the plan's numbering, ``record_edges`` records the vectors a layer
+  used together with their edges in the CALLER's numbering (through
+  ``plan.perm``). A staged module's loop takes a ``record`` flag: its
+  ``forward`` runs the loop with ``record=False`` (nothing is recorded, no
+  extra work), its exported ``energy_and_edge_vectors`` with ``True``::
+
+      def run(self, species, coordinates, graphs, contributions, record: bool):
+          vectors_out: List[Tensor] = []
+          edges_out: List[Tensor] = []
+          ...
+              vectors = self.runtime.edge_vectors(pos, plan, k)
+              if record:
+                  self.runtime.record_edges(vectors, plan, k, vectors_out, edges_out)
+          ...
+          return energies, vectors_out, edges_out
 
 ``receiver_row`` is the row of an edge index that holds the receiver
 (NequIP, Allegro: 0, the center; MACE: 1).
@@ -85,6 +102,36 @@ class StagedRuntime(torch.nn.Module):
         if not self.prune:
             return values
         return values.index_select(0, plan.perm[: plan.counts[self.num_layers]])
+
+    @torch.jit.export
+    def edge_vectors(self, pos: torch.Tensor, plan: StagePlan, k: int) -> torch.Tensor:
+        """``pos[row 1] - pos[row 0]`` for every edge of ``plan.edges[k]``;
+        ``pos`` holds (at least) the first ``plan.counts[k + 1]`` particles
+        in the plan's numbering (``needed`` gives them)."""
+        edges = plan.edges[k]
+        return pos[edges[1]] - pos[edges[0]]
+
+    @torch.jit.export
+    def caller_edges(self, plan: StagePlan, k: int) -> torch.Tensor:
+        """``plan.edges[k]`` [2, E'_k] in the caller's particle numbering
+        (same rows, same edge order)."""
+        edges = plan.edges[k]
+        if not self.prune:
+            return edges
+        return plan.perm.index_select(0, edges.reshape(-1)).view(2, -1)
+
+    @torch.jit.export
+    def record_edges(self, vectors: torch.Tensor, plan: StagePlan, k: int, vectors_out: List[torch.Tensor],
+                     edges_out: List[torch.Tensor]) -> None:
+        """Append the edge vectors a layer used on graph ``k`` (``[E'_k, 3]``,
+        the rows of ``plan.edges[k]``, ``x[row 1] - x[row 0]``) and their
+        edges in the caller's numbering: what ``energy_and_edge_vectors``
+        returns. Refuses vectors that do not belong to those edges."""
+        if vectors.dim() != 2 or vectors.shape[1] != 3 or vectors.shape[0] != plan.edges[k].shape[1]:
+            raise ValueError("kim-gnn model: the edge vectors of graph " + str(k) + " do not match its "
+                             + str(plan.edges[k].shape[1]) + " edges")
+        vectors_out.append(vectors)
+        edges_out.append(self.caller_edges(plan, k))
 
     @torch.jit.export
     def particle_energies(self, values: torch.Tensor, plan: StagePlan, contributions: torch.Tensor) -> torch.Tensor:

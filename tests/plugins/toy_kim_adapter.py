@@ -20,7 +20,7 @@ docs/adding-an-adapter.md walks through it.
 """
 
 import json
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -53,9 +53,10 @@ def is_toy_file(path: str) -> bool:
 
 # --- the staged model: one loop over the core runtime's plan ------------------------
 
-def _lengths(pos: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """|x_sender - x_receiver| of every edge (receiver row 0)."""
-    return torch.linalg.vector_norm(pos[edges[1]] - pos[edges[0]], dim=1)
+def _lengths(vectors: torch.Tensor) -> torch.Tensor:
+    """|x_sender - x_receiver| of every edge (receiver row 0), from the edge
+    vectors the runtime formed (``StagedRuntime.edge_vectors``)."""
+    return torch.linalg.vector_norm(vectors, dim=1)
 
 
 def _shape(r: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -73,10 +74,10 @@ class DensityLayer(torch.nn.Module):
         self.cutoff = cutoff
         self.aggregation = aggregation
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, edges: torch.Tensor, route: List[torch.Tensor],
+    def forward(self, x: torch.Tensor, vectors: torch.Tensor, edges: torch.Tensor, route: List[torch.Tensor],
                 num_out: int) -> torch.Tensor:
         receivers, senders = edges[0], edges[1]
-        r = _lengths(pos, edges)
+        r = _lengths(vectors)
         messages = self.aggregation.gather(x, senders, route) * (_shape(r, self.cutoff) ** 3).unsqueeze(1)
         return self.aggregation.scatter(messages, receivers, num_out, route)
 
@@ -94,10 +95,10 @@ class PairLayer(torch.nn.Module):
         self.cutoff, self.lam, self.eps, self.c = cutoff, lam, eps, c
         self.aggregation = aggregation
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, edges: torch.Tensor, route: List[torch.Tensor],
+    def forward(self, x: torch.Tensor, vectors: torch.Tensor, edges: torch.Tensor, route: List[torch.Tensor],
                 num_out: int) -> torch.Tensor:
         receivers, senders = edges[0], edges[1]
-        r = _lengths(pos, edges)
+        r = _lengths(vectors)
         g = torch.exp(-r / self.lam) * _shape(r, self.cutoff) ** 2
         summed = self.aggregation.scatter(self.aggregation.gather(x, senders, route) * g.unsqueeze(1), receivers,
                                           num_out, route)
@@ -119,14 +120,30 @@ class StagedToyGNN(torch.nn.Module):
 
     def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
                 contributions: torch.Tensor) -> torch.Tensor:
+        return self.run(species, coordinates, graphs, contributions, False)[0]
+
+    @torch.jit.export
+    def energy_and_edge_vectors(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                                contributions: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        """forward's energies plus each layer's edge vectors and edges (the
+        per-atom virials' input, recorded by the runtime)."""
+        return self.run(species, coordinates, graphs, contributions, True)
+
+    def run(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+            contributions: torch.Tensor, record: bool) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        vectors_out: List[torch.Tensor] = []
+        edges_out: List[torch.Tensor] = []
         plan = self.runtime.plan(graphs, contributions)
         pos = self.runtime.needed(coordinates, plan).to(torch.float64)
         x = self.weights.index_select(0, self.runtime.needed(species, plan)).unsqueeze(1)
         for i, layer in enumerate(self.layers):
             k = self.runtime.graph_of_layer(i)
             num_in = plan.counts[k + 1]
-            x = layer(x[:num_in], pos[:num_in], plan.edges[k], plan.routes[k], plan.counts[k])
-        return self.runtime.particle_energies(x, plan, contributions)
+            vectors = self.runtime.edge_vectors(pos, plan, k)
+            if record:
+                self.runtime.record_edges(vectors, plan, k, vectors_out, edges_out)
+            x = layer(x[:num_in], vectors, plan.edges[k], plan.routes[k], plan.counts[k])
+        return self.runtime.particle_energies(x, plan, contributions), vectors_out, edges_out
 
 
 def convert_toy(path, prune=True, kernels=None):
@@ -160,6 +177,17 @@ class ToyOriginal:
         self.p = _read(path)
 
     def evaluate(self, atoms):
+        return self._evaluate(atoms)[0]
+
+    def atomic_virials(self, atoms):
+        """Per-atom virials by the edge-force decomposition (KIM sign, Voigt
+        xx yy zz yz xz xy): dE/dD of each periodic edge, half to each end."""
+        from kim_gnn.atomic_virials_reference import split_edge_virials
+
+        _, (i, j, D, pull) = self._evaluate(atoms)
+        return split_edge_virials(len(atoms), np.stack([i, j]), D, pull)
+
+    def _evaluate(self, atoms):
         from ase.neighborlist import neighbor_list
 
         p = self.p
@@ -193,7 +221,8 @@ class ToyOriginal:
         if np.all(atoms.pbc):
             stress = (pull.T @ D) / atoms.get_volume()  # (1/V) dE/d(strain)
             stress = 0.5 * (stress + stress.T)
-        return OriginalResult(energy=float(energies.sum()), energies=energies, forces=forces, stress=stress)
+        result = OriginalResult(energy=float(energies.sum()), energies=energies, forces=forces, stress=stress)
+        return result, (i, j, D, pull)  # pull = dE/dD of each directed edge
 
 
 def write_example(path, num_layers=NUM_LAYERS, model_dtype="float64"):
