@@ -149,3 +149,48 @@ def test_nve_with_stress_atom_and_heat_flux_on_two_ranks(pair_item, kim_collecti
         assert_sum_is_pressure_times_volume(row, f"step {int(row['Step'])}")
         assert all(np.isfinite(row[f"c_flux[{k}]"]) for k in (1, 2, 3))
     assert len({row["c_flux[1]"] for row in thermo}) > 1  # the heat flux moves
+
+
+# --- converted models against the original's own decomposition ---------------------
+
+QUICK_MODEL_CASES = [("nequip", name, nprocs) for name in ("bulk_rattled", "triclinic_rotated", "small_cell", "slab")
+                     for nprocs in (2,)]
+QUICK_MODEL_CASES += [("nequip", "triclinic_rotated", 1), ("nequip", "small_cell", 4), ("mace", "small_cell", 2)]
+SLOW_MODEL_CASES = [(a, name, nprocs) for a in ("nequip", "mace")
+                    for name in ("bulk_rattled", "triclinic_rotated", "small_cell", "slab") for nprocs in RANKS
+                    if (a, name, nprocs) not in QUICK_MODEL_CASES]
+
+
+def _check_converted(installed_models, kim_collection, tmp_path, architecture, name, nprocs):
+    from test_particle_virial import _original_virials
+
+    model = installed_models(architecture)
+    atoms = structures(SPECIES)[name]
+    got, thermo, _, _ = run_stress_atom(atoms, model.item, tmp_path / "run", kim_collection.env, nprocs)
+    expected = _original_virials(model, atoms)
+    scale = np.abs(expected).max()
+    assert scale > 1e-3
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL * scale, err_msg=f"{architecture} {name} {nprocs}")
+    if all(atoms.pbc):
+        assert_sum_is_pressure_times_volume(thermo[0], name)
+    print(f"{architecture} {name} {nprocs} ranks: max |dW| {np.abs(got - expected).max():.2e} eV "
+          f"(largest {scale:.3g} eV)")
+
+
+@pytest.mark.parametrize("architecture,name,nprocs", QUICK_MODEL_CASES)
+def test_converted_model_stress_atom_equals_the_originals_decomposition(installed_models, kim_collection, tmp_path,
+                                                                        request, architecture, name, nprocs):
+    request.getfixturevalue("lammps")
+    if nprocs > 1:
+        request.getfixturevalue("mpirun")
+    _check_converted(installed_models, kim_collection, tmp_path, architecture, name, nprocs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture,name,nprocs", SLOW_MODEL_CASES)
+def test_converted_model_stress_atom_all_cases(installed_models, kim_collection, tmp_path, request, architecture,
+                                               name, nprocs):
+    request.getfixturevalue("lammps")
+    if nprocs > 1:
+        request.getfixturevalue("mpirun")
+    _check_converted(installed_models, kim_collection, tmp_path, architecture, name, nprocs)
