@@ -90,7 +90,7 @@ def nequip_modern_atomic_virials(original, atoms) -> np.ndarray:
     if AtomicDataDict.EDGE_FORCE_KEY not in out:
         raise KimGnnError("this nequip model gives no edge forces for given edge vectors (nequip too old?)")
     grads = out[AtomicDataDict.EDGE_FORCE_KEY].detach().double().numpy()
-    return split_edge_virials(len(atoms), edge_index.numpy(), vectors.double().numpy(), grads)
+    return split_edge_virials(len(atoms), edge_index.numpy(), vectors.detach().double().numpy(), grads)
 
 
 def nequip06_atomic_virials(original, atoms) -> np.ndarray:
