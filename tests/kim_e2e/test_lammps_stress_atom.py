@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from lammps_e2e import (NKTV2P_METAL, OPENMPI_ENV, TIMEOUT, LammpsError, lammps_executable, mpi_command, thermo_tables,
-                        write_data)
+                        unavailable, write_data)
 from pair_virial_model import closed_form, param_text, write_pair_model
 from test_lammps import SPECIES, lammps, mpirun, structures  # noqa: F401  (lammps, mpirun: fixtures)
 
@@ -194,3 +194,71 @@ def test_converted_model_stress_atom_all_cases(installed_models, kim_collection,
     if nprocs > 1:
         request.getfixturevalue("mpirun")
     _check_converted(installed_models, kim_collection, tmp_path, architecture, name, nprocs)
+
+
+# --- nequip >= 0.7 NequIP GNN and Allegro (converted in .venv-modern) ----------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODERN_QUICK = [(a, name, nprocs) for a in ("nequip", "allegro")
+                for name, nprocs in (("triclinic_rotated", 2), ("small_cell", 4))]
+MODERN_SLOW = [(a, name, nprocs) for a in ("nequip", "allegro")
+               for name in ("bulk_rattled", "triclinic_rotated", "small_cell", "slab") for nprocs in RANKS
+               if (a, name, nprocs) not in MODERN_QUICK]
+
+
+@pytest.fixture(scope="module")
+def modern_items(kim_collection, tmp_path_factory):
+    """{architecture: (item, {structure: original per-atom virials})}: seeded
+    nequip >= 0.7 models converted (and their originals' decomposition
+    computed) by modern_virial_models.py in the modern environment, installed
+    here."""
+    import pickle
+
+    python = os.environ.get("KIM_GNN_MODERN_PYTHON") or os.path.join(REPO, ".venv-modern", "bin", "python")
+    if not os.path.isfile(python):
+        unavailable(f"the modern environment's Python ({python}) is missing: bash scripts/setup_modern.sh")
+    root = tmp_path_factory.mktemp("modern-virial-models")
+    (root / "structures.pkl").write_bytes(pickle.dumps(structures(SPECIES)))
+    env = dict(os.environ, PYTHONPATH=REPO, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    proc = subprocess.run([python, os.path.join(REPO, "tests", "kim_e2e", "modern_virial_models.py"), str(root),
+                           str(root / "structures.pkl")], env=env, cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT * 3)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    items = {}
+    for architecture in ("nequip", "allegro"):
+        item = kim_collection.install_model(str(root / f"{architecture}.staged.pt"),
+                                            f"SiC_modern_{architecture}_KimGnnDriver__MO_000000000000_000")
+        with np.load(root / f"{architecture}.virials.npz") as data:
+            items[architecture] = (item, {k: data[k] for k in data.files})
+    return items
+
+
+def _check_modern(modern_items, kim_collection, tmp_path, architecture, name, nprocs):
+    item, references = modern_items[architecture]
+    atoms = structures(SPECIES)[name]
+    got, thermo, _, _ = run_stress_atom(atoms, item, tmp_path / "run", kim_collection.env, nprocs)
+    expected = references[name]
+    scale = np.abs(expected).max()
+    assert scale > 1e-3
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL * scale, err_msg=f"{architecture} {name} {nprocs}")
+    if all(atoms.pbc):
+        assert_sum_is_pressure_times_volume(thermo[0], name)
+    print(f"modern {architecture} {name} {nprocs} ranks: max |dW| {np.abs(got - expected).max():.2e} eV "
+          f"(largest {scale:.3g} eV)")
+
+
+@pytest.mark.parametrize("architecture,name,nprocs", MODERN_QUICK)
+def test_modern_model_stress_atom_equals_the_originals_decomposition(modern_items, kim_collection, tmp_path, request,
+                                                                     architecture, name, nprocs):
+    request.getfixturevalue("mpirun")
+    _check_modern(modern_items, kim_collection, tmp_path, architecture, name, nprocs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture,name,nprocs", MODERN_SLOW)
+def test_modern_model_stress_atom_all_cases(modern_items, kim_collection, tmp_path, request, architecture, name,
+                                            nprocs):
+    request.getfixturevalue("lammps")
+    if nprocs > 1:
+        request.getfixturevalue("mpirun")
+    _check_modern(modern_items, kim_collection, tmp_path, architecture, name, nprocs)
