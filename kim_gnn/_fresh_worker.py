@@ -44,11 +44,22 @@ def main(job_file: str, out_file: str) -> int:
             if skin not in executors:
                 executors[skin] = StagedExecutor(payload["model"], skin=skin)
             atoms = Atoms(numbers=job["numbers"], positions=job["positions"], cell=job["cell"], pbc=job["pbc"])
+            # per-atom virials (energy_and_edge_vectors) where asked for and the model has them
+            # (a second call: forward is what the checks above verify)
+            virials = bool(job.get("virials")) and executors[skin].provides_virials
             r = executors[skin].run(atoms)
+            if virials:
+                with_virials = executors[skin].run(atoms, virials=True)
+                if with_virials.energy != r.energy:
+                    raise KimGnnError("energy_and_edge_vectors gives another energy than forward")
+                r.virials = with_virials.virials
             results.append({
                 "energy": r.energy, "energies": r.energies, "forces": r.forces, "stress": r.stress,
                 "num_particles": r.num_particles, "num_edges": list(r.num_edges),
                 "energies_shape": tuple(r.energies_shape), "padding_energy": r.padding_energy,
+                "virials": r.virials,
+                "virials_note": None if virials or not job.get("virials") else
+                "no per-atom virials: the converted model has no energy_and_edge_vectors (re-convert it)",
             })
         except KimGnnError as exc:
             results.append({"error": str(exc)})

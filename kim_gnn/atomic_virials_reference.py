@@ -101,11 +101,13 @@ def nequip06_atomic_virials(original, atoms) -> np.ndarray:
     from .reference import default_dtype
 
     check_structure(atoms)
-    func, rescales, _ = _unwrap(original.module)
+    func, rescales, model_dtype = _unwrap(original.module)
     energy_field = _split_network(func)[4]
     scales, _ = _rescale_factors(rescales, energy_field)
     with default_dtype(original.default_dtype):
         data = original._inputs(atoms, atoms.get_chemical_symbols())
+        if model_dtype is not None:  # as nequip's GraphModel casts its inputs
+            data = {k: v.to(model_dtype) if v.is_floating_point() else v for k, v in data.items()}
         pos, edge_index = data["pos"], data["edge_index"]
         # nequip 0.6's with_edge_vectors: x_j - x_i + shift . cell
         vectors = (torch.index_select(pos, 0, edge_index[1]) - torch.index_select(pos, 0, edge_index[0])
@@ -134,3 +136,41 @@ def reference_atomic_virials(original, atoms) -> np.ndarray:
     if callable(method):
         return np.asarray(method(atoms), dtype=np.float64)
     raise KimGnnError(f"no per-atom virial decomposition of the original model ({kind}) to compare with")
+
+
+# --- the verification harness's per-structure check ------------------------------
+
+#: Largest per-atom virial difference allowed, relative to the original's
+#: largest per-atom virial component, by model dtype.
+ATOMIC_VIRIAL_TOLERANCES = {"float64": 1e-9, "float32": 2e-5}
+
+
+def check_case_atomic_virials(report, reference_model, atoms, got: dict, model_dtype: str) -> None:
+    """Fill a harness ``CaseReport``'s per-atom virial fields: the largest
+    difference (eV) between the converted model's per-atom virials (``got["virials"]``,
+    from the fresh process, folded onto the atoms) and the original's own
+    decomposition on the same structure, and the limit it was held to; a
+    difference beyond it fails the case. A converted model without the
+    method, or an original without a decomposition, is noted, not failed."""
+    got_virials = got.get("virials")
+    if got_virials is None:
+        note = got.get("virials_note") or "no per-atom virials from the converted model"
+        report.notes = "; ".join(filter(None, [report.notes, note]))
+        return
+    try:
+        expected = reference_atomic_virials(reference_model, atoms)
+    except Exception as exc:  # the original cannot decompose (e.g. an older package): said, not failed
+        from .errors import first_line
+
+        report.notes = "; ".join(filter(None, [report.notes, "per-atom virials not compared: the original's "
+                                               f"decomposition failed ({type(exc).__name__}: {first_line(exc)})"]))
+        return
+    scale = float(np.abs(expected).max(initial=0.0))
+    error = float(np.abs(np.asarray(got_virials) - expected).max(initial=0.0))
+    limit = ATOMIC_VIRIAL_TOLERANCES.get(model_dtype, ATOMIC_VIRIAL_TOLERANCES["float32"]) * scale
+    report.max_atomic_virial_error = error
+    report.atomic_virial_limit = limit
+    if not error <= limit:
+        report.passed = False
+        report.notes = "; ".join(filter(None, [report.notes, f"per-atom virials differ by {error:.3g} eV "
+                                                             f"(limit {limit:.3g})"]))

@@ -41,6 +41,9 @@ class StagedResult:
     energies_shape: Sequence[int] = ()
     #: largest |energy| the model gave a non-contributing particle (the contract: 0)
     padding_energy: float = 0.0
+    #: [6] the global virial as the driver's partialVirial gives it (KIM sign,
+    #: Voigt xx yy zz yz xz xy, eV): sum over every particle of x_p (x) dE/dx_p
+    virial: Optional[np.ndarray] = None
     #: with ``virials=True``: [n_atoms, 6] per-atom virials (KIM sign and Voigt
     #: order xx yy zz yz xz xy, eV), padding particles' folded onto their atoms
     virials: Optional[np.ndarray] = None
@@ -195,6 +198,9 @@ def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[f
     if volume is not None and volume > 0:
         virial = np.einsum("pi,pj->ij", forces_all[real], graphs.positions[real])
         stress = -0.5 * (virial + virial.T) / volume
+    w = -np.einsum("pi,pj->ij", graphs.positions, forces_all)
+    w = 0.5 * (w + w.T)
+    global_virial = np.array([w[0, 0], w[1, 1], w[2, 2], w[1, 2], w[0, 2], w[0, 1]])
     stresses = None
     if atom_virials is not None and stress is not None:
         stresses = atom_virials / volume
@@ -207,6 +213,7 @@ def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[f
         num_edges=[int(e.shape[1]) for e in graphs.edge_index],
         energies_shape=tuple(int(d) for d in per_particle.shape),
         padding_energy=padding_energy,
+        virial=global_virial,
         virials=atom_virials,
         particle_virials=particle_virials,
         stresses=stresses,

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .adapters import detect_adapter
+from .atomic_virials_reference import check_case_atomic_virials
 from .errors import KimGnnError, first_line
 from .executor import read_spec, resolve_model_file
 from .graphs import check_structure, species_indices
@@ -50,6 +51,9 @@ class CaseReport:
     #: the finite-difference one (the original gives no stress of its own).
     stress_limit: Optional[float] = None
     stress_limit_finite_difference: bool = False
+    #: Largest per-atom virial difference (eV, kim_gnn/atomic_virials_reference.py) and its limit.
+    max_atomic_virial_error: Optional[float] = None
+    atomic_virial_limit: Optional[float] = None
     n_particles: Optional[int] = None
     n_edges: Optional[List[int]] = None
     notes: str = ""
@@ -105,6 +109,8 @@ class VerificationReport:
         ]
         for c in self.cases:
             result = "ok" if c.passed else ("ERROR: " + c.error if c.error else "FAIL")
+            if c.max_atomic_virial_error is not None:
+                result += f" (max|dW_i| {c.max_atomic_virial_error:.2e} eV)"
             if c.stress_limit_finite_difference and c.stress_limit is not None:
                 result += f" (stress limit {c.stress_limit:.2e}: the original's stress by finite differences)"
             lines.append(
@@ -124,6 +130,7 @@ class VerificationReport:
 UNITS = {
     "energy": "eV", "energy_error_per_atom": "eV/atom", "max_force_error": "eV/A",
     "max_stress_error": "eV/A^3", "max_atomic_energy_error": "eV", "seconds": "s",
+    "max_atomic_virial_error": "eV",
 }
 
 
@@ -238,6 +245,7 @@ def _atoms_job(case: Case) -> dict:
         "cell": np.asarray(a.cell.array, dtype=np.float64),
         "pbc": np.asarray(a.pbc, dtype=bool),
         "skin": case.skin,
+        "virials": True,
     }
 
 
@@ -442,6 +450,7 @@ def verify(
             ))
             continue
         report.cases.append(_compare(case, expectations[k], got, tol))
+        check_case_atomic_virials(report.cases[-1], reference_model, case.atoms, got, spec.model_dtype)
         report.samples.append(_sample(case, expectations[k], got))
     report.seconds = time.time() - start
     return report

@@ -167,11 +167,12 @@ def staged_runs(tmp_path):
     return StagedRuns(tmp_path)
 
 
-def _run_driver_emulation(tmp_path, model_file, graphs, threads, calls=5):
+def _run_driver_emulation(tmp_path, model_file, graphs, threads, calls=5, virials=False):
     """Run ``model_file`` on ``graphs`` (``build_staged_graphs`` results) in
     ``tests/kernels_driver_emulation.py``: a fresh process with only torch
     and the kim_gnn op library loaded, as a driver runs it; returns its
-    outputs (npz arrays)."""
+    outputs (npz arrays; with ``virials`` also per-particle virials through
+    ``energy_and_edge_vectors``)."""
     import subprocess
     import sys
 
@@ -192,7 +193,8 @@ def _run_driver_emulation(tmp_path, model_file, graphs, threads, calls=5):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
     emulation = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels_driver_emulation.py")
     proc = subprocess.run([sys.executable, emulation, kernels.library_path(), str(model_file),
-                           str(tmp_path / "inputs.npz"), str(out), str(threads), str(calls)],
+                           str(tmp_path / "inputs.npz"), str(out), str(threads), str(calls)]
+                          + (["virials"] if virials else []),
                           capture_output=True, text=True, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(np.load(out))

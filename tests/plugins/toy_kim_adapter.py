@@ -139,7 +139,7 @@ class StagedToyGNN(torch.nn.Module):
         for i, layer in enumerate(self.layers):
             k = self.runtime.graph_of_layer(i)
             num_in = plan.counts[k + 1]
-            vectors = self.runtime.edge_vectors(pos, plan, k)
+            vectors = self.runtime.edge_vectors(pos[:num_in], plan, k)
             if record:
                 self.runtime.record_edges(vectors, plan, k, vectors_out, edges_out)
             x = layer(x[:num_in], vectors, plan.edges[k], plan.routes[k], plan.counts[k])
