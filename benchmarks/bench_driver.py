@@ -20,10 +20,19 @@ The particle counts differ a little: LAMMPS's ghost atoms fill the slab
 within the influence distance + skin of the box, Python's padding the
 sphere around each atom; both are in the JSON.
 
+With ``--per-atom-virials`` it measures instead what asking for per-atom
+virials costs the driver (``compute stress/atom``, i.e. KIM's
+``partialParticleVirial``: energy_and_edge_vectors, one backward pass that
+also gives the edge forces, the fold): the same LAMMPS run twice per size,
+thermo every step, without and with ``compute stress/atom`` summed into the
+thermo output, side by side (default sizes 512 and 4096 atoms); writes
+driver_virials_<architecture>.json and .png.
+
 Run by hand (not a test), e.g.::
 
     .venv/bin/python benchmarks/bench_driver.py --threads 2           # full run: 64 .. 4096 atoms
     .venv/bin/python benchmarks/bench_driver.py --quick --threads 2   # smoke run: 64 and 216 atoms
+    .venv/bin/python benchmarks/bench_driver.py --per-atom-virials --threads 2  # cost of stress/atom: 512, 4096
 
 Needs LAMMPS with the KIM package, cmake, g++ and the KIM API
 (``scripts/install_kim_stack.sh``). Writes driver_<architecture>.json and
@@ -43,6 +52,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"(nequip|e3nn|mace)\b")
@@ -56,13 +66,18 @@ from _bench_common import (DEFAULT_REPLICAS, QUICK_REPLICAS, RESULTS_DIR, OtherC
 import lammps_e2e  # noqa: E402
 
 ITEM = "Si_KimGnnBench__MO_000000000000_000"
+VIRIAL_REPLICAS = (4, 8)  # 512 and 4096 atoms
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--architecture", choices=("nequip", "mace"), default="nequip")
-    parser.add_argument("--replicas", type=int, nargs="+", default=list(DEFAULT_REPLICAS),
-                        help="supercell repeats n of the 8-atom cubic cell (8 n^3 atoms); default: %(default)s")
+    parser.add_argument("--replicas", type=int, nargs="+", default=None,
+                        help="supercell repeats n of the 8-atom cubic cell (8 n^3 atoms); default: "
+                             f"{list(DEFAULT_REPLICAS)} ({list(VIRIAL_REPLICAS)} with --per-atom-virials)")
+    parser.add_argument("--per-atom-virials", action="store_true",
+                        help="measure the driver's extra time per call when LAMMPS asks for per-atom virials "
+                             "(compute stress/atom) instead of comparing with the Python executor")
     parser.add_argument("--steps", type=int, default=5, help="timed MD steps (driver) / calls (Python) per size")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed calls first on each side (TorchScript's profiling executor specialises "
@@ -82,6 +97,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=RESULTS_DIR)
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 and 216 atoms, 2 timed steps")
     args = parser.parse_args(argv)
+    if args.replicas is None:
+        args.replicas = list(VIRIAL_REPLICAS if args.per_atom_virials else DEFAULT_REPLICAS)
     if args.quick:
         args.replicas, args.steps = list(QUICK_REPLICAS), 2
     args.repeats = args.steps  # for run_meta
@@ -141,9 +158,11 @@ def kim_collection(tmp: str, staged, build_dir) -> dict:
 
 # --- one size ------------------------------------------------------------------
 
-def driver_side(atoms, env, args, workdir: Path) -> dict:
+def driver_side(atoms, env, args, workdir: Path, stress_atom: Optional[bool] = None) -> dict:
     """LAMMPS on 1 rank, ``warmup + steps`` MD steps from rest; the driver's
-    per-call timings and LAMMPS's Pair time."""
+    per-call timings and LAMMPS's Pair time. ``stress_atom`` False / True:
+    thermo every step, without / with ``compute stress/atom`` in it (the
+    per-atom virial cost); None: thermo at the end only."""
     workdir.mkdir(parents=True, exist_ok=True)
     lammps_e2e.write_data(workdir / "data.lmp", atoms, ["Si"])
     timing_file = workdir / "driver-timing.jsonl"
@@ -158,8 +177,7 @@ def driver_side(atoms, env, args, workdir: Path) -> dict:
         "neigh_modify every 1 delay 0 check yes",
         "timestep 0.0005",
         "fix nve all nve",
-        "thermo_style custom step pe",
-        f"thermo {steps}",
+        *thermo_lines(steps, stress_atom),
         f"run {steps}",
     ]) + "\n")
     run_env = dict(env, **lammps_e2e.OPENMPI_ENV, KIM_GNN_DRIVER_TIMING=str(timing_file))
@@ -176,6 +194,8 @@ def driver_side(atoms, env, args, workdir: Path) -> dict:
     if proc.returncode != 0 or "ERROR" in log:
         raise SystemExit(f"LAMMPS failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{log[-3000:]}")
     calls = [json.loads(line) for line in timing_file.read_text().splitlines() if line.strip()]
+    if stress_atom is not None and any(c.get("particle_virial", False) != stress_atom for c in calls):
+        raise SystemExit(f"the driver was {'not ' if stress_atom else ''}asked for per-atom virials on some calls")
     # run N computes N + 1 times (setup + each step); the first warmup + 1 are untimed.
     timed_calls = calls[args.warmup + 1:]
     if not timed_calls:
@@ -201,6 +221,17 @@ def driver_side(atoms, env, args, workdir: Path) -> dict:
         "lammps_wall_s": wall,
         "energy": float(lammps_e2e.thermo_tables(log)[0]["PotEng"]),
     }
+
+
+def thermo_lines(steps: int, stress_atom: Optional[bool]):
+    if stress_atom is None:
+        return ["thermo_style custom step pe", f"thermo {steps}"]
+    lines = ["thermo_style custom step pe press"]
+    if stress_atom:
+        lines = ["compute sa all stress/atom NULL virial",
+                 "compute ssum all reduce sum c_sa[1] c_sa[2] c_sa[3] c_sa[4] c_sa[5] c_sa[6]",
+                 "thermo_style custom step pe press c_ssum[1] c_ssum[2] c_ssum[3] c_ssum[4] c_ssum[5] c_ssum[6]"]
+    return lines + ["thermo 1"]
 
 
 def python_side(atoms, module, spec, args) -> dict:
@@ -284,11 +315,87 @@ def write_plot(rows, meta, path, title) -> None:
                       f"{title}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}")
 
 
+# --- the cost of per-atom virials ------------------------------------------------
+
+def print_virial_table(rows) -> None:
+    header = (f"{'atoms':>6} {'particles':>9} | {'call':>8} {'fwd':>8} {'bwd':>8} | {'call+vir':>8} {'fwd':>8}"
+              f" {'bwd':>8} | {'extra s':>8} {'extra %':>7} {'others':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        a, b = r["without"], r["with"]
+        others = "n/a" if r["other_processes_cpu_cores"] is None else f"{r['other_processes_cpu_cores']:.2f}"
+        print(f"{r['n_atoms']:>6} {a['particles']:>9} | {a['total']['median_s']:>8.3f} {a['forward']['median_s']:>8.3f}"
+              f" {a['backward']['median_s']:>8.3f} | {b['total']['median_s']:>8.3f} {b['forward']['median_s']:>8.3f}"
+              f" {b['backward']['median_s']:>8.3f} | {r['extra_per_call_s']:>8.3f} {100 * r['extra_fraction']:>6.1f}%"
+              f" {others:>6}")
+    print("times: median seconds per driver compute call in LAMMPS (1 rank); call+vir: with compute stress/atom\n"
+          "(partialParticleVirial); extra: the difference of the medians; others: CPU cores other processes\n"
+          "kept busy meanwhile (should be ~0; the timings are unreliable otherwise)")
+
+
+def write_virial_plot(rows, meta, path, title) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    atoms = [r["n_atoms"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for side, color, label in (("without", "C0", "energy, forces, virial"),
+                               ("with", "C3", "... and per-atom virials (compute stress/atom)")):
+        ax.plot(atoms, [r[side]["total"]["median_s"] for r in rows], color=color, marker="o", lw=2,
+                label=f"whole call: {label}")
+        ax.plot(atoms, [r[side]["forward"]["median_s"] for r in rows], color=color, marker="o", ms=3, ls="--",
+                lw=1.2, label=f"forward: {label}")
+        ax.plot(atoms, [r[side]["backward"]["median_s"] for r in rows], color=color, marker="o", ms=3, ls=":",
+                lw=1.2, label=f"backward: {label}")
+    finish_atoms_plot(fig, ax, path, "driver wall time per call [s] (median)",
+                      f"{title}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}")
+
+
+def virials_main(args) -> None:
+    with tempfile.TemporaryDirectory(prefix="kim-gnn-bench-driver-") as tmp:
+        progress(f"building a seeded {args.architecture} model")
+        staged, settings = build_model(args, tmp)
+        meta = run_meta(args, dict(settings, architecture=args.architecture, skin=args.skin))
+        meta["steps"] = args.steps
+        env = kim_collection(tmp, staged, args.driver_build_dir)
+        rows = []
+        for replicas in args.replicas:
+            atoms = si_supercell(replicas, args.seed)
+            row = {"replicas": replicas, "n_atoms": len(atoms)}
+            with OtherCpuLoad() as load:
+                for key, flag in (("without", False), ("with", True)):
+                    progress(f"{len(atoms)} atoms: driver {key} per-atom virials ({args.warmup} + {args.steps} steps)")
+                    row[key] = driver_side(atoms, env, args, Path(tmp) / f"lammps-{replicas}-{key}", stress_atom=flag)
+            row["other_processes_cpu_cores"] = load.cores
+            row["extra_per_call_s"] = row["with"]["total"]["median_s"] - row["without"]["total"]["median_s"]
+            row["extra_fraction"] = row["extra_per_call_s"] / row["without"]["total"]["median_s"]
+            row["peak_rss_mib"] = peak_rss_mib()
+            rows.append(row)
+    os.makedirs(args.out, exist_ok=True)
+    name = f"driver_virials_{args.architecture}"
+    json_path = os.path.join(args.out, f"{name}.json")
+    with open(json_path, "w") as fh:
+        json.dump({"meta": meta, "results": rows}, fh, indent=2)
+    png_path = os.path.join(args.out, f"{name}.png")
+    write_virial_plot(rows, meta, png_path, f"kim-gnn driver in LAMMPS (1 rank): the cost of per-atom virials, "
+                                            f"{args.architecture}, L={args.num_layers}, {args.dtype}")
+    print_virial_table(rows)
+    progress(f"wrote {json_path} and {png_path}")
+    busy = [r["n_atoms"] for r in rows if (r["other_processes_cpu_cores"] or 0.0) > 0.2]
+    if busy:
+        progress(f"warning: other processes used the CPUs while timing {busy} atoms; those timings are unreliable")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     reason = lammps_e2e.lammps_missing_reason()
     if reason:
         raise SystemExit(f"bench_driver: {reason}")
+    if args.per_atom_virials:
+        return virials_main(args)
     from kim_gnn.executor import load_staged_model
 
     with tempfile.TemporaryDirectory(prefix="kim-gnn-bench-driver-") as tmp:
