@@ -25,44 +25,6 @@ _LAZY = {
 }
 
 
-#: Modules that moved into kim_gnn/verification/ (issue 19), importable
-#: under their old paths for code written against them. No file stands at an
-#: old path (so that git follows the moves); an import of one returns the
-#: module itself, not a copy. To be removed once nothing imports them.
-_MOVED = {f"kim_gnn.{name}": f"kim_gnn.verification.{name}" for name in ("harness", "check", "structures", "plots")}
-
-
-class _MovedModules:
-    """Import finder and loader for ``_MOVED``'s old paths."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name not in _MOVED:
-            return None
-        import importlib.util
-
-        return importlib.util.spec_from_loader(name, self)
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        import importlib
-        import sys
-
-        # the import system returns what sys.modules holds under the name
-        sys.modules[module.__name__] = importlib.import_module(_MOVED[module.__name__])
-
-
-def _install_moved_modules():
-    import sys
-
-    if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _MovedModules())
-
-
-_install_moved_modules()
-
-
 def _exports():
     from .adapters import public_exports
 

@@ -1,7 +1,7 @@
 """Run with the modern environment's Python (.venv-modern: nequip >= 0.7,
 nequip-allegro): seeded two-species float64 NequIP GNN and Allegro models,
 converted by kim-gnn, and the original models' own per-atom virials on the
-given structures (``kim_gnn.atomic_virials_reference``: nequip's edge-force
+given structures (``kim_gnn.verification.atomic_virials_reference``: nequip's edge-force
 branch on its periodic edge vectors).
 
     .venv-modern/bin/python tests/kim_e2e/modern_virial_models.py OUT_DIR STRUCTURES.pkl
@@ -25,7 +25,7 @@ def main(out_dir, structures_file):
     warnings.simplefilter("ignore")
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     from kim_gnn import convert_nequip
-    from kim_gnn.atomic_virials_reference import reference_atomic_virials
+    from kim_gnn.verification.atomic_virials_reference import reference_atomic_virials
     from kim_gnn.nequip_modern.example import save_checkpoint, save_package
     from kim_gnn.nequip_modern.reference import NequIPModernOriginal
 

@@ -189,7 +189,7 @@ def test_nan_edge_forces_are_a_kim_error(pair_items, kim_log_dir):
 
 def _original_virials(model, atoms):
     from kim_gnn.adapters import detect_adapter
-    from kim_gnn.atomic_virials_reference import reference_atomic_virials
+    from kim_gnn.verification.atomic_virials_reference import reference_atomic_virials
 
     original = detect_adapter(model.original).original(model.original, model.spec)
     return reference_atomic_virials(original, atoms)
@@ -204,7 +204,7 @@ def test_converted_model_particle_virials_equal_the_originals_decomposition(inst
     per-atom virials folded onto the atoms equal the original periodic
     model's own edge-force decomposition (MACE: its atomic_virials; NequIP:
     autograd on its periodic edge vectors) to 1e-9, and sum to the virial."""
-    from kim_gnn.structures import battery
+    from kim_gnn.verification.structures import battery
 
     model = installed_models(architecture)
     atoms = next(c for c in battery(model.spec.species, model.spec.cutoff) if c.name == case_name).atoms
