@@ -31,7 +31,8 @@ class _Block:
 def _virials(module, species, coordinates, edges, contributions):
     import torch
 
-    energies, vectors, edge_index = module.energy_and_edge_vectors(species, coordinates, edges, contributions)
+    with torch.jit.optimized_execution(False):  # as the driver runs it (docs/driver.md)
+        energies, vectors, edge_index = module.energy_and_edge_vectors(species, coordinates, edges, contributions)
     grads = torch.autograd.grad(energies.sum(), [coordinates] + list(vectors), allow_unused=True)
     out = torch.zeros((coordinates.shape[0], 6), dtype=torch.float64)
     for r, e, g in zip(vectors, edge_index, grads[1:]):

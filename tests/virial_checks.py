@@ -46,8 +46,12 @@ def check_against_original(model_file, original, species, cutoff, rel=1e-9, sum_
         atoms = case.atoms
         plain = executor.run(atoms)
         got = executor.run(atoms, virials=True)
-        assert got.energy == plain.energy and np.array_equal(got.energies, plain.energies), case.name
-        assert np.array_equal(got.forces, plain.forces), case.name
+        # the method runs without the graph executor's optimisations (kim_gnn/virials.py), so its
+        # numbers may differ from forward's in the last bits (float64: 1e-12; float32: its precision)
+        same = 1e-12 if rel <= 1e-9 else rel
+        assert abs(got.energy - plain.energy) <= same * max(1.0, abs(plain.energy)), case.name
+        assert np.abs(got.energies - plain.energies).max(initial=0.0) <= same * max(1.0, np.abs(plain.energies).max(initial=0.0)), case.name
+        assert np.abs(got.forces - plain.forces).max(initial=0.0) <= same * max(1.0, np.abs(plain.forces).max(initial=0.0)), case.name
         expected = reference_atomic_virials(original, atoms)
         scale = float(np.abs(expected).max())
         assert np.abs(got.virials - expected).max() <= rel * max(scale, 1e-300), (case.name, scale)

@@ -52,7 +52,8 @@ def evaluate(payload: dict) -> list:
             r = executors[skin].run(atoms)
             if virials:
                 with_virials = executors[skin].run(atoms, virials=True)
-                if with_virials.energy != r.energy:
+                # the method runs unoptimised (kim_gnn/virials.py): the same energy up to rounding
+                if abs(with_virials.energy - r.energy) > 1e-6 * max(1.0, abs(r.energy)):
                     raise KimGnnError("energy_and_edge_vectors gives another energy than forward")
                 r.virials = with_virials.virials
             results.append({
