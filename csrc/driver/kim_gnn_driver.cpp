@@ -1,5 +1,5 @@
 // kim-gnn's KIM model driver for staged graph models (TorchML portable-model
-// format, ../../shared/docs/torchml-contract.md).
+// format, docs/contract.md).
 //
 // Written from the KIM API's public headers (KIM_ModelDriverHeaders.hpp) and
 // its example drivers, and from the contract. It reads the same file.param
