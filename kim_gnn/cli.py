@@ -232,7 +232,7 @@ def describe(path: str, **options) -> dict:
             "loading": LOADING_TEXT[loading_kind(path)]}
 
 
-#: What loading a file does (README: "What you may accept from others").
+#: What loading a file does (docs/publishing.md: "What you may accept from others").
 LOADING_TEXT = {
     "torchscript": "TorchScript archive: loading runs no Python code from the file (safe to accept from others)",
     "pickle": "pickled Python objects: loading runs code from the file, as its own package loads it "
