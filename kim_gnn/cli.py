@@ -104,7 +104,7 @@ def cmd_convert(args) -> int:
                                      "kernels": kernels})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = _convert(adapter, args.model, **options)
-    spec = staged.kim_gnn_spec
+    spec = staged.spec
     path = write_portable_model(staged, out, driver_name=args.driver_name, force=args.force, metadata=metadata)
     recorded = "".join(f"; {name} {spec.details[name]}" for name in adapter.options if spec.details.get(name))
     print(f"wrote KIM portable model {path}")

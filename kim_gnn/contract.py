@@ -27,11 +27,16 @@ from .driver_facts import (  # noqa: F401  (re-exported)
     DEFAULT_DRIVER_NAME,
     DTYPE_NAMES,
     DUMMY_PARTICLE_POSITION,
+    EDGE_VECTORS_METHOD,
     ENERGY_UNIT,
     FUSION_STRATEGY,
+    INPUTS_BESIDES_EDGE_LISTS,
     KIM_GNN_DRIVER_NAME,
     LENGTH_UNIT,
     NOT_CONTRIBUTING,
+    PARAM_FILE_VALUES,
+    PREPROCESSING,
+    SPEC_ATTRIBUTE,
 )
 from .kim_item import (  # noqa: F401  (re-exported)
     DRIVER_NAME_PATTERN,
@@ -49,6 +54,7 @@ from .model_spec import (  # noqa: F401  (re-exported)
     METADATA_PREFIX,
     MODEL_DTYPES,
     SPEC_MARKER,
+    ConvertedModel,
     StagedModelSpec,
     attach_spec,
     empty_extra_files,
@@ -67,7 +73,9 @@ def __getattr__(name):
 def script_staged(staged, spec: StagedModelSpec, label: str):
     """Wrap a staged module in the driver's positional entry point (which
     checks the driver's inputs and carries the spec in its code), compile it
-    to TorchScript and attach its spec; a model that does not compile, or
+    to TorchScript and return it with its spec (a
+    :class:`~kim_gnn.model_spec.ConvertedModel`, whose ``save`` writes the
+    spec's extra files); a model that does not compile, or
     whose weights or spec are unusable, is refused (``label`` names it in the
     message), never half-emitted."""
     import torch
@@ -88,7 +96,7 @@ def script_staged(staged, spec: StagedModelSpec, label: str):
         raise UnsupportedModelError(
             f"the staged {label} model could not be compiled to TorchScript ({type(exc).__name__}: {first_line(exc)})"
         ) from None
-    return attach_spec(scripted, spec)
+    return ConvertedModel(scripted, spec)
 
 
 def check_finite_weights(module, label: str = "") -> None:

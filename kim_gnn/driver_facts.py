@@ -57,18 +57,42 @@ DUMMY_PARTICLE_POSITION = (999.0, 999.0, 999.0)
 LENGTH_UNIT = "A"
 ENERGY_UNIT = "eV"
 
+#: ``forward`` takes species, coordinates, the L edge lists and
+#: contributions: L + 3 inputs.
+INPUTS_BESIDES_EDGE_LISTS = 3
+
+#: ``file.param`` holds this many values, in a fixed order (number of
+#: elements, elements, preprocessing, cutoff, layers, model file, returns
+#: forces, number of inputs); its preprocessing value for graph models.
+PARAM_FILE_VALUES = 8
+PREPROCESSING = "Graph"
+
+#: The attribute of a converted model that carries its provenance spec as
+#: JSON; kim-gnn's driver recognises kim-gnn models by it.
+SPEC_ATTRIBUTE = "kim_gnn_spec_json"
+
+#: The exported method of the per-atom virial interface (docs/contract.md):
+#: ``energy_and_edge_vectors(species, coordinates, graphs, contributions)``
+#: -> (energy, edge_vectors, edge_index); drivers keep it through freezing.
+EDGE_VECTORS_METHOD = "energy_and_edge_vectors"
+
 #: The facts above under the names ``csrc/driver/contract_facts.hpp`` gives
 #: them (``constexpr <type> kName = <literal>;``). Every constant of the
 #: header must be listed here with the same value; the ones in
 #: :data:`CPP_REQUIRED` must be in the header.
 CPP_FACTS = {
     "kDummyParticleCoordinate": DUMMY_PARTICLE_POSITION[0],
+    "kFusionStrategyBehavior": FUSION_STRATEGY[0][0],
     "kFusionStrategyDepth": FUSION_STRATEGY[0][1],
     "kContributing": CONTRIBUTING,
     "kNotContributing": NOT_CONTRIBUTING,
-    "kDriverName": KIM_GNN_DRIVER_NAME,
+    "kInputsBesidesEdgeLists": INPUTS_BESIDES_EDGE_LISTS,
+    "kParamFileValues": PARAM_FILE_VALUES,
+    "kPreprocessing": PREPROCESSING,
     "kLengthUnit": LENGTH_UNIT,
     "kEnergyUnit": ENERGY_UNIT,
+    "kSpecAttribute": SPEC_ATTRIBUTE,
+    "kEdgeVectorsMethod": EDGE_VECTORS_METHOD,
 }
 
 #: Facts the driver must take from the header (not restate by hand): the

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Sequence
 
-from .driver_facts import DEFAULT_DRIVER_NAME
+from .driver_facts import DEFAULT_DRIVER_NAME, PREPROCESSING
 from .errors import KimGnnError
 from .model_spec import StagedModelSpec
 
@@ -46,7 +46,7 @@ def render_param_file(spec: StagedModelSpec, model_file: str = MODEL_FILE_NAME) 
         f"{' '.join(spec.species)}\n"
         "\n"
         "# Preprocessing\n"
-        "Graph\n"
+        f"{PREPROCESSING}\n"
         "\n"
         "# Cutoff (Angstrom), then number of message-passing layers\n"
         f"{float(spec.cutoff)!r}\n"
@@ -83,8 +83,8 @@ def parse_param_file(text: str) -> Dict[str, object]:
         raise KimGnnError(f"malformed TorchML .param file ({exc})") from None
     if len(species) != n_elements:
         raise KimGnnError(f".param file lists {len(species)} elements but says {n_elements}")
-    if preprocessing != "Graph":
-        raise KimGnnError(f".param file preprocessing is {preprocessing!r}; kim-gnn models need 'Graph'")
+    if preprocessing != PREPROCESSING:
+        raise KimGnnError(f".param file preprocessing is {preprocessing!r}; kim-gnn models need {PREPROCESSING!r}")
     return {
         "species": species,
         "cutoff": cutoff,

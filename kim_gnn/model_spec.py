@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from .driver_facts import INPUTS_BESIDES_EDGE_LISTS, SPEC_ATTRIBUTE
 from .errors import KimGnnError
 
 #: Model dtypes kim_gnn converts (and has verification tolerances for).
@@ -63,7 +64,7 @@ class StagedModelSpec:
 
     @property
     def num_inputs(self) -> int:
-        return self.num_layers + 3
+        return self.num_layers + INPUTS_BESIDES_EDGE_LISTS
 
     def validate(self) -> "StagedModelSpec":
         """Refuse a spec the driver could not use: unknown or repeated
@@ -172,30 +173,60 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def attach_spec(scripted, spec: StagedModelSpec):
-    """Give a scripted staged model its spec, so that ``scripted.save(path)``
-    and ``torch.jit.save(scripted, path_or_buffer)`` write the ``kim_gnn/*``
-    provenance extra files with it. (The spec also lives in the model's own
-    code, ``spec_of_module``, for the ways of saving that drop extra files:
-    saving a reloaded or frozen module.)"""
-    scripted.kim_gnn_spec = spec
-    original_save = scripted.save
-    original_save_to_buffer = scripted.save_to_buffer
+class ConvertedModel:
+    """What ``convert`` returns: the converted TorchScript ``module`` and its
+    ``spec``.
 
-    def with_spec(extra_files):
-        files = dict(spec.to_extra_files())
+    ``save(path)`` / ``save_to_buffer()`` (and so ``torch.jit.save(converted,
+    path_or_buffer)``) write the module with the ``kim_gnn/*`` provenance
+    extra files of its spec. Everything else is the module's: calls and
+    attributes (``eval``, ``forward``, ``code``, ...) are forwarded to it, so
+    ``converted(species, coordinates, ...)`` runs it; ``torch.jit.freeze``
+    and other functions that need the ScriptModule itself take
+    ``converted.module``. (The spec also lives in the module's own code,
+    ``spec_of_module``, for the ways of saving that drop extra files: saving
+    a reloaded or frozen module.) ``kim_gnn_spec`` is the spec under the name
+    converted modules carried before.
+    """
+
+    def __init__(self, module, spec: StagedModelSpec):
+        self.module = module
+        self.spec = spec
+
+    @property
+    def kim_gnn_spec(self) -> StagedModelSpec:
+        return self.spec
+
+    def extra_files(self, extra_files: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        """The spec's extra files, with ``extra_files`` added."""
+        files = dict(self.spec.to_extra_files())
         files.update(extra_files or {})
         return files
 
-    def save(f, _extra_files=None, **kwargs):
-        return original_save(f, _extra_files=with_spec(_extra_files), **kwargs)
+    def save(self, f, _extra_files=None, **kwargs):
+        return self.module.save(f, _extra_files=self.extra_files(_extra_files), **kwargs)
 
-    def save_to_buffer(_extra_files=None, **kwargs):
-        return original_save_to_buffer(_extra_files=with_spec(_extra_files), **kwargs)
+    def save_to_buffer(self, _extra_files=None, **kwargs):
+        return self.module.save_to_buffer(_extra_files=self.extra_files(_extra_files), **kwargs)
 
-    scripted.save = save
-    scripted.save_to_buffer = save_to_buffer
-    return scripted
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name in ("module", "spec"):  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+    def __repr__(self) -> str:
+        return f"ConvertedModel({self.spec.architecture or 'model'}, {' '.join(self.spec.species)}, " \
+               f"{self.spec.num_layers} layers, cutoff {self.spec.cutoff:g} A)"
+
+
+def attach_spec(scripted, spec: StagedModelSpec) -> ConvertedModel:
+    """``scripted`` with its spec, as ``convert`` returns it (a
+    :class:`ConvertedModel`; the name is kept for callers of the former
+    function that patched the module's ``save``)."""
+    return ConvertedModel(scripted, spec)
 
 
 def _string_constants(graph):
@@ -211,12 +242,14 @@ def spec_of_module(module) -> Optional[StagedModelSpec]:
     None if there is none."""
     import json
 
+    if isinstance(module, ConvertedModel):
+        return module.spec
     spec = getattr(module, "kim_gnn_spec", None)
     if isinstance(spec, StagedModelSpec):
         return spec
     texts = []
     try:
-        texts.append(str(module.kim_gnn_spec_json))
+        texts.append(str(getattr(module, SPEC_ATTRIBUTE)))
     except Exception:
         pass
     try:

@@ -1,6 +1,7 @@
 """The facts the C++ driver restates (csrc/driver/contract_facts.hpp) equal
 kim_gnn.driver_facts, the Python side of the same contract (docs/contract.md)."""
 
+import inspect
 import os
 import re
 
@@ -55,4 +56,12 @@ def test_the_facts_are_the_contracts():
     assert driver_facts.CPP_FACTS["kDummyParticleCoordinate"] == contract.DUMMY_PARTICLE_POSITION[0] == 999.0
     assert set(contract.DUMMY_PARTICLE_POSITION) == {999.0}
     assert driver_facts.CPP_FACTS["kFusionStrategyDepth"] == contract.FUSION_STRATEGY[0][1] == 3
-    assert contract.FUSION_STRATEGY[0][0] == "DYNAMIC"
+    assert driver_facts.CPP_FACTS["kFusionStrategyBehavior"] == contract.FUSION_STRATEGY[0][0] == "DYNAMIC"
+    spec = contract.StagedModelSpec(["Si"], 3.0, 4)
+    assert spec.num_inputs == 4 + driver_facts.INPUTS_BESIDES_EDGE_LISTS
+    assert len(contract.input_names(4)) == spec.num_inputs
+    text = contract.render_param_file(spec)
+    values = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(values) == driver_facts.PARAM_FILE_VALUES and values[2] == driver_facts.PREPROCESSING
+    source = inspect.getsource(contract)
+    assert f"self.{driver_facts.SPEC_ATTRIBUTE} =" in source

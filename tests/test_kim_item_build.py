@@ -275,7 +275,7 @@ def stub_collection(kim_collections_tool, kim_item_dir, tmp_path_factory):
 
 def test_param_file_parses_and_matches_the_contract(kim_item_staged, kim_item_dir):
     text = (kim_item_dir / contract.PARAM_FILE_NAME).read_text()
-    spec = kim_item_staged.kim_gnn_spec
+    spec = kim_item_staged.spec
     species = list(spec.species)  # nequip orders the types (here by atomic number)
     assert sorted(species) == sorted(SPECIES)
     assert spec.num_layers == NUM_LAYERS and spec.cutoff == R_MAX
