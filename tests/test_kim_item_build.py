@@ -4,7 +4,7 @@ The OpenKIM TorchML driver is not available here, so these tests check the
 item itself, with the KIM API's own tools (Debian ``libkim-api-dev``, see
 ``scripts/install_kim_stack.sh``):
 
-* ``file.param`` and ``CMakeLists.txt`` follow ``torchml-contract.md`` (no KIM
+* ``file.param`` and ``CMakeLists.txt`` follow ``docs/contract.md`` (no KIM
   API needed);
 * the directory configures and builds out of source with plain ``cmake`` and
   ``make`` against the KIM API, without the driver installed, and the built
@@ -289,7 +289,7 @@ def test_param_file_parses_and_matches_the_contract(kim_item_staged, kim_item_di
         "returns_forces": False,
         "num_inputs": NUM_LAYERS + 3,
     }
-    # The layout of torchml-contract.md, blank lines included (the driver's
+    # The layout of docs/contract.md, blank lines included (the driver's
     # parser consumes one line after each value unconditionally).
     assert _param_values(text) == [
         str(len(species)), " ".join(species), "",
