@@ -62,6 +62,8 @@ def test_the_facts_are_the_contracts():
     assert len(contract.input_names(4)) == spec.num_inputs
     text = contract.render_param_file(spec)
     values = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    assert len(values) == driver_facts.PARAM_FILE_VALUES and values[2] == driver_facts.PREPROCESSING
+    # the driver reads PARAM_FILE_VALUES values; the descriptor line after them is read by neither parser
+    assert values[2] == driver_facts.PREPROCESSING and values[driver_facts.PARAM_FILE_VALUES:] == ["None"]
+    assert values[driver_facts.PARAM_FILE_VALUES - 1] == str(spec.num_inputs)
     source = inspect.getsource(contract)
     assert f"self.{driver_facts.SPEC_ATTRIBUTE} =" in source
