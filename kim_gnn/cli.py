@@ -84,19 +84,19 @@ def _convert(adapter, source, **options):
 
 
 def cmd_convert(args) -> int:
+    """In one direction: every input checked once (the model's architecture,
+    item name, driver name, output directory, metadata, adapter options),
+    then the conversion, then the writing."""
     from .adapters import detect_adapter
-    from .export import check_portable_model_target, write_portable_model
+    from .export import portable_model_target, write_to_target
 
     adapter = detect_adapter(args.model)
-    out = args.output or default_item_name(args.model)
-    contract.validate_item_name(os.path.basename(os.path.abspath(out)))
-    contract.validate_driver_name(args.driver_name)
-    check_portable_model_target(out, force=args.force)
-    metadata = None
+    target = portable_model_target(args.output or default_item_name(args.model), args.driver_name, force=args.force)
     if args.metadata:
         from .kimspec import load_metadata
 
-        metadata = load_metadata(args.metadata)  # refused before any work when malformed
+        # refused before any work when malformed
+        target = target._replace(metadata=load_metadata(args.metadata))
     kernels = args.kernels
     if kernels == "aten" and "kernels" not in adapter.options:
         kernels = None  # the default: every adapter emits aten-only models
@@ -104,8 +104,8 @@ def cmd_convert(args) -> int:
                                      "kernels": kernels})
     print(f"converting {args.model} ({adapter.name}) ...", file=sys.stderr)
     staged = _convert(adapter, args.model, **options)
-    spec = staged.kim_gnn_spec
-    path = write_portable_model(staged, out, driver_name=args.driver_name, force=args.force, metadata=metadata)
+    spec = staged.spec
+    path = write_to_target(staged, target)
     recorded = "".join(f"; {name} {spec.details[name]}" for name in adapter.options if spec.details.get(name))
     print(f"wrote KIM portable model {path}")
     print(f"  driver {args.driver_name}; species {' '.join(spec.species)}; cutoff {spec.cutoff:g} A; "
@@ -232,7 +232,7 @@ def describe(path: str, **options) -> dict:
             "loading": LOADING_TEXT[loading_kind(path)]}
 
 
-#: What loading a file does (README: "What you may accept from others").
+#: What loading a file does (docs/publishing.md: "What you may accept from others").
 LOADING_TEXT = {
     "torchscript": "TorchScript archive: loading runs no Python code from the file (safe to accept from others)",
     "pickle": "pickled Python objects: loading runs code from the file, as its own package loads it "

@@ -1,9 +1,15 @@
-"""Write a converted model as a KIM portable model directory (contract.py)."""
+"""Write a converted model as a KIM portable model directory (docs/contract.md).
+
+In one direction: :func:`portable_model_target` checks every input of the
+writing once, before any work (item name, driver name, output directory,
+metadata), :func:`write_to_target` writes a converted model there without
+checking them again; :func:`write_portable_model` is the two in one call.
+"""
 
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from . import contract, kimspec
 from .errors import KimGnnError
@@ -37,13 +43,40 @@ def write_portable_model(staged, out_dir, driver_name: str = contract.DEFAULT_DR
     a temporary sibling that is renamed into place at the end. An existing
     directory is replaced only with ``force=True``.
     """
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    item_name = contract.validate_item_name(os.path.basename(out_dir.rstrip(os.sep)))
+    return write_to_target(staged, portable_model_target(out_dir, driver_name, force, metadata))
+
+
+class PortableModelTarget(NamedTuple):
+    """A checked place to write a portable model (``portable_model_target``)."""
+
+    out_dir: str
+    item_name: str
+    driver_name: str
+    force: bool
+    metadata: Optional[Dict[str, Any]]
+
+
+def portable_model_target(out_dir, driver_name: str = contract.DEFAULT_DRIVER_NAME, force: bool = False,
+                          metadata: Optional[Dict[str, Any]] = None) -> PortableModelTarget:
+    """Check, once and before any work, everything writing a portable model
+    needs: the item name (the directory's base name), the driver name and
+    the output directory (``check_portable_model_target``)."""
+    out_dir = os.path.abspath(os.fspath(out_dir)).rstrip(os.sep)
+    item_name = contract.validate_item_name(os.path.basename(out_dir))
     contract.validate_driver_name(driver_name)
+    check_portable_model_target(out_dir, force)
+    return PortableModelTarget(out_dir, item_name, driver_name, force, metadata)
+
+
+def write_to_target(staged, target: PortableModelTarget) -> str:
+    """Write ``staged`` (a converted model) into a checked ``target``: the
+    directory appears complete or not at all."""
+    out_dir, item_name, driver_name, metadata = target.out_dir, target.item_name, target.driver_name, target.metadata
     spec = contract.spec_of_module(staged)
     if spec is None:
         raise KimGnnError("the model to export carries no kim-gnn spec: convert it with kim_gnn first")
-    check_portable_model_target(out_dir, force)
+    if os.path.exists(out_dir) and not target.force:  # appeared while converting
+        raise KimGnnError(f"{out_dir} already exists; pass --force (force=True) to replace it")
     spec_text = kimspec.render(kimspec.model_kimspec(item_name, spec, driver_name, metadata))
     parent = os.path.dirname(out_dir)
 

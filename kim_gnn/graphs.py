@@ -3,7 +3,7 @@
 A KIM model never sees a cell: periodic images arrive as explicit padding
 particles out to the influence distance, and the TorchML driver turns one
 neighbor list into L staged edge lists (``contract.py``,
-``torchml-contract.md``). This module reproduces both steps from an ASE
+``docs/contract.md``). This module reproduces both steps from an ASE
 ``Atoms`` so that a converted model can be run, tested and compared in Python
 exactly as the driver would run it.
 """
@@ -231,7 +231,7 @@ def pad_periodic_images(atoms, species: Sequence[str], influence_distance: float
 def staged_edge_lists(positions: np.ndarray, contributions: np.ndarray, cutoff: float, num_layers: int) -> List[np.ndarray]:
     """The driver's staged graphs, vectorised.
 
-    The driver's algorithm (``torchml-contract.md``)::
+    The driver's algorithm (``docs/contract.md``)::
 
         S_0 = contributing atoms
         for k in 0 .. L-1:

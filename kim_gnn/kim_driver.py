@@ -34,7 +34,7 @@ COLLECTION_VARIABLES = {
     "simulator_models": "KIM_API_SIMULATOR_MODELS_DIR",
 }
 
-#: Environment variables the installed driver reads (README: "kim-gnn's own KIM driver").
+#: Environment variables the installed driver reads (docs/cli.md: "kim-gnn's own KIM driver").
 DRIVER_ENVIRONMENT = {
     "KIM_MODEL_EXECUTION_DEVICE": "cpu (default) or cuda[:N]",
     "KIM_MODEL_ELEMENTS_MAP": "if set, models other than kim-gnn's get atomic numbers instead of species indices",

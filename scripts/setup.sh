@@ -52,7 +52,7 @@ if ! .venv/bin/python -c "import sys, setuptools; sys.exit(tuple(map(int, setupt
     "${PIP[@]}" install --quiet -c "$CONSTRAINTS" "setuptools>=70.1"
 fi
 "${PIP[@]}" install --quiet -c "$CONSTRAINTS" --no-build-isolation -e ".[legacy,test]"
-.venv/bin/python -c "import kim_gnn.kernels as k; print('setup: op library:', k.library_path() if k.available() else 'not built (kim-gnn works without it; convert --kernels kim_gnn needs it; see README, Kernels)')"
+.venv/bin/python -c "import kim_gnn.kernels as k; print('setup: op library:', k.library_path() if k.available() else 'not built (kim-gnn works without it; convert --kernels kim_gnn needs it; see docs/kernels.md)')"
 
 step "checking the environment"
 TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 .venv/bin/python -W ignore -c "import kim_gnn, torch, nequip, e3nn; print('setup: ready: kim-gnn', kim_gnn.__version__, '| torch', torch.__version__, '| nequip', nequip.__version__, '| e3nn', e3nn.__version__)"

@@ -47,7 +47,7 @@ def test_register_adapter_in_process(toy_in_process, tmp_path):
     model = toy_in_process.write_example(str(tmp_path / "m.toygnn"))
     assert detect_adapter(model).name == "toy"
     staged = kim_gnn.convert(model)
-    assert staged.kim_gnn_spec.architecture == "toy" and staged.kim_gnn_spec.num_layers == 2
+    assert staged.spec.architecture == "toy" and staged.spec.num_layers == 2
     from kim_gnn import convert_toy
 
     assert convert_toy is toy_in_process.convert_toy
@@ -113,7 +113,7 @@ def test_toy_runs_on_the_core_runtime(toy_models):
     what was applied, and agree with each other to 1e-12."""
     model, staged = toy_models
     for name, converted in staged.items():
-        details = converted.kim_gnn_spec.details
+        details = converted.spec.details
         assert details["pruned"] == ("false" if name == "unpruned" else "true"), name
         assert details["kernels"] == ("kim_gnn" if name == "kernels" else "aten"), name
         report = kim_gnn.verify(model, converted)

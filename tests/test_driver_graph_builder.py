@@ -5,7 +5,7 @@ a skin beyond the cutoff, in any order, and also with repeated entries and
 one-sided (asymmetric) entries, which the TorchML driver's hash set absorbs.
 
 The reference is the contract's algorithm written with Python sets
-(torchml-contract.md), and, for symmetric lists, kim_gnn.graphs."""
+(docs/contract.md), and, for symmetric lists, kim_gnn.graphs."""
 
 import shutil
 import subprocess
@@ -98,7 +98,7 @@ def builder(tmp_path_factory):
 
 
 def contract_edges(positions, contributing, neighbors, cutoff, layers):
-    """torchml-contract.md, literally (sets)."""
+    """docs/contract.md, literally (sets)."""
     stage = {i for i, c in enumerate(contributing) if c}
     graphs = []
     for _ in range(layers):

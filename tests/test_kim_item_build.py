@@ -4,7 +4,7 @@ The OpenKIM TorchML driver is not available here, so these tests check the
 item itself, with the KIM API's own tools (Debian ``libkim-api-dev``, see
 ``scripts/install_kim_stack.sh``):
 
-* ``file.param`` and ``CMakeLists.txt`` follow ``torchml-contract.md`` (no KIM
+* ``file.param`` and ``CMakeLists.txt`` follow ``docs/contract.md`` (no KIM
   API needed);
 * the directory configures and builds out of source with plain ``cmake`` and
   ``make`` against the KIM API, without the driver installed, and the built
@@ -276,7 +276,7 @@ def stub_collection(kim_collections_tool, kim_item_dir, tmp_path_factory):
 
 def test_param_file_parses_and_matches_the_contract(kim_item_staged, kim_item_dir):
     text = (kim_item_dir / contract.PARAM_FILE_NAME).read_text()
-    spec = kim_item_staged.kim_gnn_spec
+    spec = kim_item_staged.spec
     species = list(spec.species)  # nequip orders the types (here by atomic number)
     assert sorted(species) == sorted(SPECIES)
     assert spec.num_layers == NUM_LAYERS and spec.cutoff == R_MAX
@@ -290,7 +290,7 @@ def test_param_file_parses_and_matches_the_contract(kim_item_staged, kim_item_di
         "returns_forces": False,
         "num_inputs": NUM_LAYERS + 3,
     }
-    # The layout of torchml-contract.md, blank lines included (the driver's
+    # The layout of docs/contract.md, blank lines included (the driver's
     # parser consumes one line after each value unconditionally).
     assert _param_values(text) == [
         str(len(species)), " ".join(species), "",

@@ -56,7 +56,7 @@ def _saves(module, tmp_path):
 
 def test_provenance_survives_every_way_of_saving(converted, tmp_path):
     deployed, module = converted
-    spec = module.kim_gnn_spec
+    spec = module.spec
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
     atoms.rattle(0.05, seed=2)
     reference = StagedExecutor(_first(module, tmp_path)).run(atoms).energy
@@ -78,7 +78,7 @@ def test_export_of_a_reloaded_module_keeps_provenance(converted, tmp_path):
     module.save(str(tmp_path / "m.pt"))
     reloaded = torch.jit.load(str(tmp_path / "m.pt"))
     out = write_portable_model(reloaded, tmp_path / "Si_Re__MO_000000000000_000")
-    assert read_spec(out) == module.kim_gnn_spec
+    assert read_spec(out) == module.spec
 
 
 def test_two_dimensional_cell_with_zero_third_vector(converted, tmp_path):
@@ -125,4 +125,4 @@ def test_info_reads_a_frozen_resaved_model(converted, tmp_path, capsys):
     import json
 
     info = json.loads(capsys.readouterr().out)
-    assert info["kind"] == "converted kim-gnn model" and info["species"] == module.kim_gnn_spec.species
+    assert info["kind"] == "converted kim-gnn model" and info["species"] == module.spec.species

@@ -1,5 +1,5 @@
 // The contract facts the driver relies on (docs/contract.md; the Python side
-// states the same facts in kim_gnn/contract.py, and a test holds the two
+// states the same facts in kim_gnn/driver_facts.py, and a test holds the two
 // equal by reading this file). Keep every fact one line of the form
 //   constexpr <type> kName = <literal>;
 // so that the test can parse it.

@@ -1,5 +1,5 @@
 // Staged edge lists of the TorchML driver contract, built from a KIM
-// neighbor list (../../shared/docs/torchml-contract.md, kim_gnn/graphs.py):
+// neighbor list (docs/contract.md, kim_gnn/graphs.py):
 //
 //   S_0 = contributing particles
 //   for k in 0 .. L-1:

@@ -454,8 +454,8 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
 
     ``head``: for multi-head models, which head to keep (default: the only
     head, else the one named 'default'). The choice is recorded in the saved
-    file. Returns the scripted module; ``staged.save("model.pt")`` writes it
-    with its provenance. The model passed in is not modified.
+    file. Returns the scripted module with its spec (``ConvertedModel``);
+    ``staged.save("model.pt")`` writes it with its provenance. The model passed in is not modified.
 
     ``prune`` (default): the model computes only what reaches a contributing
     atom's energy (``kim_gnn/runtime``); ``prune=False`` emits the

@@ -380,8 +380,9 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
     """Convert a NequIP 0.5/0.6 ``deployed.pth`` into a staged TorchScript
     model that follows the TorchML driver contract.
 
-    Returns the scripted module; ``staged.save("model.pt")`` writes it with its
-    provenance (``kim_gnn/*`` extra files). Raises ``UnsupportedModelError``
+    Returns the scripted module with its spec (``ConvertedModel``);
+    ``staged.save("model.pt")`` writes it with its provenance (``kim_gnn/*``
+    extra files). Raises ``UnsupportedModelError``
     naming the module for anything that cannot be converted exactly.
 
     ``prune`` (default): the model computes only what reaches a contributing

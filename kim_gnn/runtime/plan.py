@@ -1,6 +1,6 @@
 """The stage plan: which particles and edges each layer of a staged model uses.
 
-The needed sets (``torchml-contract.md``): ``B_0`` = contributing particles,
+The needed sets (``docs/contract.md``): ``B_0`` = contributing particles,
 ``B_{k+1}`` = ``B_k`` plus every particle joined to ``B_k`` by an edge of
 ``edge_index_k``. Layer i (0 = first) convolves over graph k = L-1-i and
 needs its output only on ``B_k``; the senders of those receivers lie in

@@ -40,7 +40,7 @@ def test_unknown_interaction_layout_runs_whole_with_one_warning(mace_models, sta
     assert len(messages) == 1, messages
     assert messages[0].startswith("receiver-only interactions not applied to interaction(s) 1 of 2"), messages
     assert "extra: extra_part" in messages[0]
-    details = staged.kim_gnn_spec.details
+    details = staged.spec.details
     assert (details["receiver_only_interactions"], details["whole_interactions"]) == ("1", "1")
     assert "extra: extra_part" in details["whole_interactions_reason"]
     # still the model: the same numbers as the fully receiver-only conversion
@@ -59,12 +59,12 @@ def test_kernels_record_the_parts_they_reach(mace_models):
         staged = convert_mace(_with_unknown_part(mace_models), kernels="kim_gnn")
     messages = [str(w.message) for w in record if issubclass(w.category, OptimisationNotApplied)]
     assert len(messages) == 2 and messages[1].startswith("--kernels kim_gnn not applied to interaction(s) 1"), messages
-    details = staged.kim_gnn_spec.details
+    details = staged.spec.details
     assert (details["kernels"], details["kernels_applied"]) == ("kim_gnn", "interactions 2; ZBL"), details
     assert details["kernels_not_applied"].startswith("interaction(s) 1"), details
     with warnings.catch_warnings():
         warnings.simplefilter("error", OptimisationNotApplied)
-        details = convert_mace(mace_models.model(**OPTIONS), kernels="kim_gnn").kim_gnn_spec.details
+        details = convert_mace(mace_models.model(**OPTIONS), kernels="kim_gnn").spec.details
     assert (details["kernels"], details["kernels_applied"]) == ("kim_gnn", "interactions 1 2; ZBL"), details
     assert "kernels_not_applied" not in details
 

@@ -86,7 +86,7 @@ def test_in_memory_module_converts_and_verifies_and_is_left_unchanged():
 
 
 def read_spec_of(staged):
-    return staged.kim_gnn_spec
+    return staged.spec
 
 
 # --- multi-head models -------------------------------------------------------

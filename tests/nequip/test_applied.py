@@ -119,7 +119,7 @@ def test_a_layer_receiver_layer_does_not_know_runs_whole_with_a_warning(nequip_m
     assert len(messages) == 1, messages
     assert messages[0].startswith("receiver-only layers not applied to layer(s) 1 of 2"), messages
     assert "\n" not in messages[0]
-    details = staged.kim_gnn_spec.details
+    details = staged.spec.details
     assert (details["receiver_only_layers"], details["whole_layers"]) == ("1", "1")
     assert details["whole_layers_reason"] == "InteractionBlock parts differ (forced by the test)"
     assert details["scalar_only_last_layer"] == "true"

@@ -1,5 +1,5 @@
-"""nequip 0.6.2's own command-line tools run in the legacy environment as the
-README says (section "NequIP 0.6's own tools"): ``nequip-deploy`` with
+"""nequip 0.6.2's own command-line tools run in the legacy environment as
+docs/models.md says (section "NequIP 0.6's own tools"): ``nequip-deploy`` with
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (e3nn 0.4.4 and nequip load their
 files with torch.load, which torch >= 2.6 restricts to weights), and
 ``nequip-train`` with numpy < 2.4 too (nequip 0.6.2 calls ``numpy.in1d``,
@@ -61,13 +61,13 @@ def test_nequip_deploy_runs_with_the_readmes_setting_and_its_file_converts(tmp_p
 
     assert main(["convert", str(tmp_path / "deployed.pth"), "-o", str(tmp_path / "Si__MO_000000000000_000"),
                  "-q"]) == 0
-    # Why the README names the variable: without it torch refuses e3nn's own files.
+    # Why docs/models.md names the variable: without it torch refuses e3nn's own files.
     proc = _run([deploy, "build", "--model", str(config), "again.pth"], tmp_path, _env(weights_only_off=False))
     assert proc.returncode != 0 and "weights_only" in proc.stdout.replace("Weights", "weights"), proc.stdout[-2000:]
 
 
 def test_the_numpy_pin_is_what_nequip_train_needs():
-    """The reason the README and the legacy extra give stays true."""
+    """The reason docs/models.md and the legacy extra give stays true."""
     import nequip
 
     source = open(os.path.join(os.path.dirname(nequip.__file__), "data", "_dataset", "_base_datasets.py")).read()

@@ -117,7 +117,7 @@ def test_several_types_for_one_element_need_a_type_map(modern_models):
     with pytest.raises(KimGnnError, match=r"model's types are Si Ca Cb"):
         convert_nequip(model, type_map="Si=Si,C=Cx")
     staged = convert_nequip(model, type_map="Si=Si,C=Cb")
-    spec = staged.kim_gnn_spec
+    spec = staged.spec
     assert spec.species == ["Si", "C"] and spec.details["type_map"] == "Si=Si,C=Cb"
     from kim_gnn.verification.harness import verify
 
@@ -131,7 +131,7 @@ def test_type_names_that_are_not_symbols_use_the_training_data_map(modern_models
     options = dict(species=("Si", "C"), type_names=("SiX", "CX"), chemical_species=("Si", "C"), num_layers=1, seed=9)
     ckpt = modern_models.checkpoint(**options)
     staged = convert_nequip(ckpt)
-    spec = staged.kim_gnn_spec
+    spec = staged.spec
     assert spec.species == ["Si", "C"] and spec.details["type_map_source"] == "training config"
     from kim_gnn.verification.harness import verify
 
@@ -148,4 +148,4 @@ def test_a_renamed_package_is_still_a_package(modern_models, tmp_path):
     renamed = tmp_path / "my_model.zip"
     shutil.copy(modern_models.package(**SMALL), renamed)
     staged = convert_nequip(renamed)
-    assert staged.kim_gnn_spec.details["artifact"] == "package"
+    assert staged.spec.details["artifact"] == "package"

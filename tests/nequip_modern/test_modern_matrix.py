@@ -37,7 +37,7 @@ def _convert(source, **options):
 def test_nequip_two_species_zbl_float64_every_artifact(modern_models, artifact):
     source = getattr(modern_models, artifact)(**BASE)
     staged = _convert(source)
-    spec = staged.kim_gnn_spec
+    spec = staged.spec
     assert spec.architecture == "nequip-modern" and spec.num_layers == 2 and spec.cutoff == 4.0
     assert spec.species == ["Si", "C"] and spec.details["pair_potentials"] == "ZBL"
     assert spec.details["artifact"] == artifact.replace("_", "-")
@@ -48,8 +48,8 @@ def test_nequip_three_species_float32_per_edge_type_cutoffs(modern_models):
     options = dict(species=("Si", "C", "O"), num_layers=2, model_dtype="float32", per_edge_type_cutoff=CUTOFFS3, seed=2)
     source = modern_models.compiled(**options)
     staged = _convert(source)
-    assert staged.kim_gnn_spec.model_dtype == "float32" and staged.kim_gnn_spec.cutoff == 4.0
-    assert staged.kim_gnn_spec.details["per_edge_type_cutoff"]
+    assert staged.spec.model_dtype == "float32" and staged.spec.cutoff == 4.0
+    assert staged.spec.details["per_edge_type_cutoff"]
     _check(source, staged)
 
 
@@ -58,7 +58,7 @@ def test_nequip_one_species_three_layers_global_avg_num_neighbors(modern_models,
     model = modern_models.in_memory(species=("Si",), num_layers=3, avg_num_neighbors=9.5, r_max=3.6, seed=3,
                                     model_dtype=dtype)
     staged = _convert(model)
-    assert staged.kim_gnn_spec.num_layers == 3 and staged.kim_gnn_spec.model_dtype == dtype
+    assert staged.spec.num_layers == 3 and staged.spec.model_dtype == dtype
     _check(model, staged)
 
 
@@ -66,7 +66,7 @@ def test_nequip_one_species_three_layers_global_avg_num_neighbors(modern_models,
 def test_allegro_one_species(modern_models, dtype):
     source = modern_models.package(architecture="allegro", species=("Si",), num_layers=2, seed=4, model_dtype=dtype)
     staged = _convert(source)
-    spec = staged.kim_gnn_spec
+    spec = staged.spec
     assert spec.num_layers == 1 and spec.details["model"] == "Allegro" and spec.model_dtype == dtype
     _check(source, staged)
 
@@ -76,7 +76,7 @@ def test_allegro_three_species_zbl_per_edge_type_cutoffs(modern_models, dtype):
     model = modern_models.in_memory(architecture="allegro", species=("Si", "C", "O"), num_layers=1, model_dtype=dtype,
                                     pair_potential="ZBL", per_edge_type_cutoff=CUTOFFS3, seed=5)
     staged = _convert(model)
-    assert staged.kim_gnn_spec.num_layers == 1 and staged.kim_gnn_spec.model_dtype == dtype
+    assert staged.spec.num_layers == 1 and staged.spec.model_dtype == dtype
     _check(model, staged)
 
 
@@ -85,7 +85,7 @@ def test_allegro_two_species_float32_other_artifacts(modern_models, artifact):
     source = getattr(modern_models, artifact)(architecture="allegro", species=("Si", "C"), num_layers=2,
                                               model_dtype="float32", pair_potential="ZBL", seed=6)
     staged = _convert(source)
-    assert staged.kim_gnn_spec.details["artifact"] == artifact and staged.kim_gnn_spec.details["model"] == "Allegro"
+    assert staged.spec.details["artifact"] == artifact and staged.spec.details["model"] == "Allegro"
     _check(source, staged)
 
 
@@ -116,7 +116,7 @@ def test_every_model_kind_pruned_unpruned_and_with_kernels(modern_models, kind, 
     source = modern_models.compiled(**KINDS[kind], model_dtype=dtype) if dtype == "float32" else \
         modern_models.in_memory(**KINDS[kind], model_dtype=dtype)
     staged = _convert(source, **MODES[mode])
-    details = staged.kim_gnn_spec.details
+    details = staged.spec.details
     assert details["pruned"] == ("false" if mode == "unpruned" else "true"), details
     assert details["kernels"] == ("kim_gnn" if mode == "kernels" else "aten"), details
     # every layer of these models has exactly the parts the receiver-only forms reimplement

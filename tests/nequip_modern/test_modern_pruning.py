@@ -227,13 +227,13 @@ def test_a_layer_with_unknown_parts_runs_whole_and_says_so(modern_models):
     model.model.func.layer1_convnet.extra = torch.nn.Identity()  # never called by the layer
     with pytest.warns(OptimisationNotApplied) as caught:
         staged = convert_nequip(model)
-    details = staged.kim_gnn_spec.details
+    details = staged.spec.details
     assert details["receiver_only_layers"] == "1" and details["whole_layers"] == "1", details
     assert "extra" in details["whole_layers_reason"], details
     lines = [str(w.message) for w in caught if issubclass(w.category, OptimisationNotApplied)]
     assert len(lines) == 1 and "run (partly) whole" in lines[0] and "\n" not in lines[0], lines
     reference = convert_nequip(modern_models.in_memory(**options))
-    assert reference.kim_gnn_spec.details["whole_layers"] == "0"
+    assert reference.spec.details["whole_layers"] == "0"
     for case in battery(SPECIES, 4.0)[:4]:
         g = _graphs(case.atoms, 2)
         inputs = (g.species, g.positions, g.edge_index, g.contributions)
