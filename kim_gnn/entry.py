@@ -7,7 +7,7 @@ handles a free function shared by many compiled classes, where an inherited
 method called from the generated ``forward`` crashed frozen copies that raise):
 
 * ``forward(species, coordinates, edge_index_0, .., edge_index_{L-1},
-  contributions)``: the TorchML contract (``shared/docs/torchml-contract.md``).
+  contributions)``: the TorchML contract (``docs/contract.md``).
   Its arity depends on L, so only this method is generated
   (``positional_entry_class``): it packs the L edge lists, checks them and
   calls the staged module;
@@ -25,8 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-#: Prefix of the spec JSON the model carries in its code (``contract.SPEC_MARKER``).
-_SPEC_MARKER = "kim_gnn_spec:"
+from .model_spec import SPEC_MARKER as _SPEC_MARKER  # prefix of the spec JSON the model carries in its code
 
 
 def input_names(num_layers: int) -> List[str]:

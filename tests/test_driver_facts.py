@@ -5,7 +5,7 @@ import inspect
 import os
 import re
 
-from kim_gnn import contract, driver_facts
+from kim_gnn import contract, driver_facts, entry
 
 HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "csrc", "driver", "contract_facts.hpp")
@@ -65,5 +65,5 @@ def test_the_facts_are_the_contracts():
     # the driver reads PARAM_FILE_VALUES values; the descriptor line after them is read by neither parser
     assert values[2] == driver_facts.PREPROCESSING and values[driver_facts.PARAM_FILE_VALUES:] == ["None"]
     assert values[driver_facts.PARAM_FILE_VALUES - 1] == str(spec.num_inputs)
-    source = inspect.getsource(contract)
+    source = inspect.getsource(entry)
     assert f"self.{driver_facts.SPEC_ATTRIBUTE} =" in source
