@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -68,6 +68,17 @@ def resolve_model_file(path: PathLike) -> str:
     if not os.path.isfile(path):
         raise KimGnnError(f"no such model file: {path}")
     return path
+
+
+def converted_model_file(model, directory: str) -> Tuple[str, str]:
+    """``(model file, label)`` of a converted model given as a path (a
+    ``.pt`` file or a portable model directory) or in memory (anything with
+    ``save``: saved as ``directory``/model.pt)."""
+    if hasattr(model, "save") and not isinstance(model, (str, os.PathLike)):
+        path = os.path.join(directory, "model.pt")
+        model.save(path)
+        return path, "<in-memory converted model>"
+    return resolve_model_file(model), os.fspath(model)
 
 
 def _check_torchscript_archive(model_file: str) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import KimGnnError, first_line
-from ..executor import StagedExecutor, cell_volume, run_on_graphs
+from ..executor import StagedExecutor, cell_volume, converted_model_file, run_on_graphs
 from .finite_difference import richardson_derivative
 from .fresh import run_fresh
 from .structures import battery, nearest_neighbor_distance, random_rotation
@@ -435,12 +435,7 @@ def check_model(model, progress: Optional[Callable[[str], None]] = None, seed: i
     if unknown:
         raise KimGnnError(f"unknown check(s) {', '.join(unknown)} (known: {', '.join(CHECKS)})")
     with tempfile.TemporaryDirectory(prefix="kim-gnn-check-") as tmp:
-        if hasattr(model, "save") and not isinstance(model, (str, os.PathLike)):
-            path = os.path.join(tmp, "model.pt")
-            model.save(path)
-            label = "<in-memory converted model>"
-        else:
-            path, label = model, os.fspath(model)
+        path, label = converted_model_file(model, tmp)
         return _check_loaded(_Model(path), label, start, seed, only, memory_calls, progress)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..adapters import detect_adapter
 from ..errors import KimGnnError, first_line
-from ..executor import read_spec, resolve_model_file
+from ..executor import converted_model_file, read_spec
 from ..graphs import check_structure, species_indices
 from .atomic_virials_reference import check_case_atomic_virials
 from .finite_difference import richardson_derivative
@@ -337,13 +337,7 @@ def verify(
     adapter = detect_adapter(original)
 
     with tempfile.TemporaryDirectory(prefix="kim-gnn-converted-") as tmp:
-        if hasattr(converted, "save") and not isinstance(converted, (str, os.PathLike)):
-            model_file = os.path.join(tmp, "model.pt")
-            converted.save(model_file)
-            converted_label = "<in-memory converted model>"
-        else:
-            model_file = resolve_model_file(converted)
-            converted_label = os.fspath(converted)
+        model_file, converted_label = converted_model_file(converted, tmp)
         spec = read_spec(model_file)
         if spec.architecture and spec.architecture != adapter.name:
             raise KimGnnError(
