@@ -278,7 +278,8 @@ def driver_kimspec(driver_name: str = contract.KIM_GNN_DRIVER_NAME,
             "Runs the portable models that kim-gnn converts from NequIP, Allegro and MACE potentials "
             "(TorchScript model.pt and file.param, the TorchML format): builds one neighbor graph per "
             "message-passing layer from the KIM neighbor list, calls the model and returns energy, "
-            "forces, per-particle energies and the virial by automatic differentiation. Needs libtorch "
+            "forces, per-particle energies, the virial and, for models with energy_and_edge_vectors, "
+            "per-particle virials (edge-force decomposition) by automatic differentiation. Needs libtorch "
             "(the torch wheel of the Python that builds it)."
         ),
         "content-origin": f"kim-gnn {__version__}, csrc/driver.",
