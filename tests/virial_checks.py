@@ -78,3 +78,26 @@ def assert_same_virials(first, second, tol=1e-12):
     for name in first:
         scale = max(1e-300, float(np.abs(second[name]).max()))
         assert np.abs(first[name] - second[name]).max() <= tol * max(scale, 1.0), name
+
+
+def check_calculator_stresses(model_file, original, species, cutoff):
+    """StagedCalculator's per-atom stresses (ASE's convention: the atom's
+    virial over the cell volume, eV/A^3, Voigt xx yy zz yz xz xy) sum to
+    get_stress() and equal the original's decomposition over the volume, on
+    the fully periodic structures."""
+    from kim_gnn.calculator import StagedCalculator
+
+    checked = 0
+    for case in cases(species, cutoff):
+        atoms = case.atoms.copy()
+        if not all(atoms.pbc):
+            continue
+        atoms.calc = StagedCalculator(model_file)
+        stresses = atoms.get_stresses()
+        assert stresses.shape == (len(atoms), 6), case.name
+        stress = atoms.get_stress()
+        assert np.abs(stresses.sum(0) - stress).max() <= 1e-12 * max(1.0, np.abs(stress).max()), case.name
+        expected = reference_atomic_virials(original, atoms) / atoms.get_volume()
+        assert np.abs(stresses - expected).max() <= 1e-9 * np.abs(expected).max(), case.name
+        checked += 1
+    assert checked >= 3

@@ -12,7 +12,7 @@ import pytest
 from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from virial_checks import assert_same_virials, cases, check_against_original  # noqa: E402
+from virial_checks import assert_same_virials, cases, check_against_original, check_calculator_stresses  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not is_modern_version(nequip_version()),
@@ -41,6 +41,12 @@ def _convert(modern_models, tmp_path, name, options, **changes):
 def test_per_atom_virials_equal_the_originals_edge_forces(modern_models, tmp_path, name):
     model, original = _convert(modern_models, tmp_path, name, VARIANTS[0])
     check_against_original(model, original, ["Si", "C"], original.r_max)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_calculator_stresses_follow_ase_and_sum_to_the_stress(modern_models, tmp_path, name):
+    model, original = _convert(modern_models, tmp_path, name, VARIANTS[0])
+    check_calculator_stresses(model, original, ["Si", "C"], original.r_max)
 
 
 @pytest.mark.slow
