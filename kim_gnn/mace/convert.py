@@ -17,6 +17,11 @@ Everything else is refused by name: other model classes (dipoles,
 dielectric, charges, fields), per-structure embeddings, cuEquivariance and
 OpenEquivariance layers, and the interaction blocks TorchScript cannot
 compile.
+
+One module (about 550 lines) on purpose: the accepted parts above are checked
+in the order they are listed, each refusal (by class name, with the way out
+where there is one) next to its check; the staged form lives in staged.py and
+the original's periodic evaluation in reference.py.
 """
 
 import copy

@@ -27,6 +27,11 @@ loop runs on the identity plan.
 Multi-head models are fixed to one head: its column of the readouts, E0 and
 scale/shift, and a constant mask in place of ``mask_head`` (which builds its
 mask in the default dtype).
+
+One module (about 400 lines) on purpose: MACE's staged interaction blocks,
+product basis and readouts are compiled together into one TorchScript class
+tree, and each block's receiver-only form sits beside its whole form so that
+the two can be read against each other.
 """
 
 

@@ -14,6 +14,11 @@ writes for the default energy models and refuses anything else by name:
             AtomwiseLinear x 2, PerSpeciesScaleShift?,
             ZBL | LennardJones | SimpleLennardJones?,
             AtomwiseReduce(sum)
+
+One module (about 470 lines) on purpose: the accepted module tree above is
+checked in the order it is listed, and each refusal names its module next to
+the check that makes it; the staged form itself lives in staged.py /
+graph_stages.py and the last layer in scalar_last.py.
 """
 
 from __future__ import annotations

@@ -32,6 +32,11 @@ The restricted layer is then checked against the deployed whole layer on
 random inputs before it is used. Any step that does not hold (nequip not
 importable, another config layout, a readout that reads more than the gate's
 scalars, a mismatch) keeps the whole last layer, with the reason recorded.
+
+One module (about 530 lines) on purpose: it is one derivation (which output
+channels the readout reads, and the last layer rebuilt for exactly those),
+whose steps refer to each other; the tests in tests/nequip/test_scalar_last.py
+follow the same order.
 """
 
 from typing import Dict, List, Optional

@@ -23,6 +23,12 @@ and anything else is refused by name:
                    Allegro_Module, ScalarMLP, EdgewiseReduce,
                    PerTypeScaleShift, [AddRadialCutoffToData, pair potential],
                    AtomwiseReduce(sum)
+
+One module (about 650 lines) on purpose: the accepted module trees of NequIP
+GNN and Allegro above are checked in the order listed, each refusal next to
+its check, and the layers' receiver-only forms are chosen here per module
+class; loading the file formats is load.py, the staged loop the family's
+graph_stages.py. Splitting NequIP from Allegro is the next step (issue 19).
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ pass/fail result with the number it was judged on:
 sum in no fixed order, so forces may differ in the last bits from call to
 call (also in the driver): a difference below a tenth of verify's force
 tolerance is reported, and passes.
+
+One module (about 480 lines) on purpose: one function per check of ``CHECKS``,
+each short, sharing the loaded model (``_Model``) and the report; splitting
+them would scatter the table of checks that ``kim-gnn check --only`` names.
 """
 
 from __future__ import annotations
