@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import KimGnnError
+from .tolerances import tolerances_for
 
 
 def split_edge_virials(n_atoms: int, edge_index, vectors, edge_grads) -> np.ndarray:
@@ -140,11 +141,6 @@ def reference_atomic_virials(original, atoms) -> np.ndarray:
 
 # --- the verification harness's per-structure check ------------------------------
 
-#: Largest per-atom virial difference allowed, relative to the original's
-#: largest per-atom virial component, by model dtype.
-ATOMIC_VIRIAL_TOLERANCES = {"float64": 1e-9, "float32": 2e-5}
-
-
 def check_case_atomic_virials(report, reference_model, atoms, got: dict, model_dtype: str) -> None:
     """Fill a harness ``CaseReport``'s per-atom virial fields: the largest
     difference (eV) between the converted model's per-atom virials (``got["virials"]``,
@@ -167,7 +163,8 @@ def check_case_atomic_virials(report, reference_model, atoms, got: dict, model_d
         return
     scale = float(np.abs(expected).max(initial=0.0))
     error = float(np.abs(np.asarray(got_virials) - expected).max(initial=0.0))
-    limit = ATOMIC_VIRIAL_TOLERANCES.get(model_dtype, ATOMIC_VIRIAL_TOLERANCES["float32"]) * scale
+    tol = tolerances_for(model_dtype)
+    limit = tol["atomic_virial"] * max(tol["atomic_virial_floor"], scale)
     report.max_atomic_virial_error = error
     report.atomic_virial_limit = limit
     if not error <= limit:

@@ -9,7 +9,11 @@ Per dtype:
 
 * ``verify``: converted vs original. Energies per atom and per-atom energies
   are relative to max(1, |value|); forces and stresses absolute in eV/A and
-  eV/A^3, relative to max(1, largest component).
+  eV/A^3, relative to max(1, largest component). ``atomic_virial``: per-atom
+  virials (eV) against the original's edge-force decomposition, relative to
+  max(``atomic_virial_floor``, largest component): float64 to the largest
+  component itself (floor 0), float32 to its precision (floor 1 eV, as the
+  forces).
 * ``fd_strain``: strain step of the finite-difference stress (Richardson
   extrapolation of central differences at h and h/2, see
   ``finite_difference.py``), for an original model that gives no stress.
@@ -27,13 +31,15 @@ from ..errors import KimGnnError
 
 TABLE: Dict[str, dict] = {
     "float64": {
-        "verify": {"energy_per_atom": 1e-10, "atomic_energy": 1e-10, "forces": 1e-10, "stress": 1e-10},
+        "verify": {"energy_per_atom": 1e-10, "atomic_energy": 1e-10, "forces": 1e-10, "stress": 1e-10,
+                   "atomic_virial": 1e-9, "atomic_virial_floor": 0.0},
         "fd_strain": 1e-3,
         "fd_noise": 1e-15,
         "check": {"fd_step": 1e-3, "forces_fd": 1e-6, "jump_energy": 1e-6, "jump_forces": 1e-5, "beyond": 1e-12},
     },
     "float32": {
-        "verify": {"energy_per_atom": 5e-6, "atomic_energy": 2e-5, "forces": 1e-4, "stress": 1e-5},
+        "verify": {"energy_per_atom": 5e-6, "atomic_energy": 2e-5, "forces": 1e-4, "stress": 1e-5,
+                   "atomic_virial": 2e-5, "atomic_virial_floor": 1.0},
         "fd_strain": 1e-2,
         "fd_noise": 1e-6,
         "check": {"fd_step": 1e-2, "forces_fd": 2e-2, "jump_energy": 2e-4, "jump_forces": 2e-3, "beyond": 1e-5},
