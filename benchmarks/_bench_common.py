@@ -252,14 +252,19 @@ def write_plot(rows, meta: dict, path: str, title: str) -> None:
                       f"{title}\ntorch {meta['torch_version']}, {meta['torch_threads']} threads, {meta['machine']}")
 
 
-def write_results(rows, meta: dict, out: str, name: str, title: str) -> None:
-    """``name``.json and ``name``.png into ``out``, the table to stdout, warnings to stderr."""
+def write_results(rows, meta: dict, out: str, name: str, title: str, plot=None, table=None) -> None:
+    """``name``.json and ``name``.png into ``out`` (``plot``, default the
+    scaling plot), the table to stdout (``table``, default the scaling
+    table), warnings to stderr."""
+    plot = plot or write_plot
+    table = table or print_table
+    os.makedirs(out, exist_ok=True)
     json_path = os.path.join(out, f"{name}.json")
     with open(json_path, "w") as fh:
         json.dump({"meta": meta, "results": rows}, fh, indent=2)
     png_path = os.path.join(out, f"{name}.png")
-    write_plot(rows, meta, png_path, title)
-    print_table(rows)
+    plot(rows, meta, png_path, title)
+    table(rows)
     progress(f"wrote {json_path} and {png_path}")
     busy = [r["n_atoms"] for r in rows if (r["other_processes_cpu_cores"] or 0.0) > 0.2]
     if busy:

@@ -61,7 +61,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "kim_e2e"))  # the LAMMPS runner of the end-to-end tests
 
 from _bench_common import (DEFAULT_REPLICAS, QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, finish_atoms_plot, peak_rss_mib,
-                           progress, run_meta, si_supercell, timed)
+                           progress, run_meta, si_supercell, timed, write_results)
 
 import lammps_e2e  # noqa: E402
 
@@ -374,26 +374,9 @@ def virials_main(args) -> None:
             row["extra_fraction"] = row["extra_per_call_s"] / row["without"]["total"]["median_s"]
             row["peak_rss_mib"] = peak_rss_mib()
             rows.append(row)
-    write_results(args.out, f"driver_virials_{args.architecture}", meta, rows, write_virial_plot, print_virial_table,
+    write_results(rows, meta, args.out, f"driver_virials_{args.architecture}",
                   f"kim-gnn driver in LAMMPS (1 rank): the cost of per-atom virials, "
-                  f"{args.architecture}, L={args.num_layers}, {args.dtype}")
-
-
-def write_results(out_dir, name, meta, rows, plot, table, title) -> None:
-    """``name``.json (meta + rows) and ``name``.png in ``out_dir``, the table on
-    stdout, and a warning naming the sizes timed while other processes used
-    the CPUs."""
-    os.makedirs(out_dir, exist_ok=True)
-    json_path = os.path.join(out_dir, f"{name}.json")
-    with open(json_path, "w") as fh:
-        json.dump({"meta": meta, "results": rows}, fh, indent=2)
-    png_path = os.path.join(out_dir, f"{name}.png")
-    plot(rows, meta, png_path, title)
-    table(rows)
-    progress(f"wrote {json_path} and {png_path}")
-    busy = [r["n_atoms"] for r in rows if (r["other_processes_cpu_cores"] or 0.0) > 0.2]
-    if busy:
-        progress(f"warning: other processes used the CPUs while timing {busy} atoms; those timings are unreliable")
+                  f"{args.architecture}, L={args.num_layers}, {args.dtype}", write_virial_plot, print_virial_table)
 
 
 def main(argv=None) -> None:
@@ -429,9 +412,9 @@ def main(argv=None) -> None:
                 progress(f"warning: driver and Python energies differ by {row['energy_diff_eV']:.3g} eV")
             rows.append(row)
 
-    write_results(args.out, f"driver_{args.architecture}", meta, rows, write_plot, print_table,
+    write_results(rows, meta, args.out, f"driver_{args.architecture}",
                   f"kim-gnn driver (LAMMPS, 1 rank) vs Python executor: {args.architecture}, "
-                  f"L={args.num_layers}, r_max={args.r_max} Å, {args.dtype}")
+                  f"L={args.num_layers}, r_max={args.r_max} Å, {args.dtype}", write_plot, print_table)
 
 
 if __name__ == "__main__":
