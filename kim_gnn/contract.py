@@ -18,8 +18,7 @@ What is still defined here: the driver's positional entry point
 
 from __future__ import annotations
 
-import linecache
-from typing import Dict, List
+from typing import List
 
 from . import driver_facts as _driver_facts
 from .driver_facts import (  # noqa: F401  (re-exported)
