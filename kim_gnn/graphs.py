@@ -137,10 +137,16 @@ def check_structure(atoms, reach: float = 0.0, cutoff: Optional[float] = None) -
                 f"is closer than {OVERLAP_DISTANCE:g} A to its own periodic image"
             )
         if reach > 0:
-            images = np.prod([1.0 + 2.0 * np.ceil(reach / h) if np.isfinite(h) else 1.0 for h in heights])
-            particles = len(atoms) * images
+            # The padding holds the images within ``reach`` of the cell: about
+            # (h + 2 reach) / h times the atoms along each periodic direction
+            # of height h; the graphs, the number density (the cell's height
+            # along periodic directions, the atoms' extent, at least 1 A,
+            # along the others) times the cutoff sphere per particle.
+            particles = len(atoms) * np.prod([1.0 + 2.0 * reach / h if np.isfinite(h) else 1.0 for h in heights])
             rc = reach if cutoff is None else cutoff
-            density = len(atoms) / np.prod([min(h, 2.0 * reach + 1.0) for h in heights])
+            span = positions.max(axis=0) - positions.min(axis=0)
+            density = len(atoms) / np.prod([h if np.isfinite(h) else max(float(span[axis]), 1.0)
+                                            for axis, h in enumerate(heights)])
             edges = particles * density * 4.0 / 3.0 * np.pi * rc ** 3
             if particles > MAX_PARTICLES or edges > MAX_EDGES:
                 raise KimGnnError(

@@ -160,3 +160,20 @@ def test_pair_exactly_at_cutoff_is_kept_like_the_driver():
 def test_bad_structures_are_refused_clearly(atoms, message):
     with pytest.raises(KimGnnError, match=message):
         build_staged_graphs(atoms, ["Si"], 3.0, 2)
+
+
+def test_size_estimate_accepts_large_cells_and_refuses_tiny_ones():
+    """The padding/graph size guard of check_structure: a 4096-atom Si cell
+    padded to 5 A (an Allegro model's reach) is far below the limits (it was
+    refused when the estimate counted whole periodic images), while a cell
+    padded far beyond its own size still is refused."""
+    from kim_gnn.graphs import MAX_PARTICLES, check_structure
+
+    large = bulk("Si", "diamond", a=5.43, cubic=True) * (8, 8, 8)
+    check_structure(large, reach=5.0, cutoff=5.0)
+    check_structure(large, reach=12.0, cutoff=4.0)
+    padded = pad_periodic_images(large, ["Si"], 5.0)
+    assert padded.num_particles < MAX_PARTICLES and padded.num_particles < 3 * len(large)
+    small = bulk("Si", "diamond", a=5.43, cubic=True)
+    with pytest.raises(KimGnnError, match="use a larger cell"):
+        check_structure(small, reach=200.0, cutoff=6.0)
