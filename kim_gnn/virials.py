@@ -71,7 +71,9 @@ def fold_edge_virials(num_particles: int, vectors: List[torch.Tensor], edge_inde
     if not (len(vectors) == len(edge_index) == len(grads)):
         raise KimGnnError(f"{METHOD} returned {len(vectors)} edge-vector lists but {len(edge_index)} edge lists")
     device = vectors[0].device if vectors else torch.device("cpu")
-    out = torch.zeros((num_particles, 6), dtype=torch.float64, device=device)
+    # Summed on the CPU, in edge order: index_add_ on a GPU adds with atomics,
+    # whose order (and so the last bits) changes from call to call.
+    out = torch.zeros((num_particles, 6), dtype=torch.float64)
     for j, (r, edges, g) in enumerate(zip(vectors, edge_index, grads)):
         if r.dim() != 2 or r.shape[1] != 3 or edges.dim() != 2 or edges.shape[0] != 2 or edges.shape[1] != r.shape[0]:
             raise KimGnnError(f"{METHOD} returned edge vectors {list(r.shape)} that do not match their edges "
@@ -81,10 +83,10 @@ def fold_edge_virials(num_particles: int, vectors: List[torch.Tensor], edge_inde
         if not bool(torch.isfinite(g).all()):
             raise KimGnnError(f"the model's edge forces dE/dr are not finite (NaN or inf) in edge list {j}: "
                               "no per-atom virials")
-        half = 0.5 * edge_virials(r.detach(), g)
-        out.index_add_(0, edges[0].to(device), half)
-        out.index_add_(0, edges[1].to(device), half)
-    return out
+        half = (0.5 * edge_virials(r.detach(), g)).cpu()
+        out.index_add_(0, edges[0].cpu(), half)
+        out.index_add_(0, edges[1].cpu(), half)
+    return out.to(device)
 
 
 def energies_forces_virials(module, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
