@@ -30,7 +30,8 @@ MARKERS = {
     "both_envs": "runs in both environments (the legacy and the modern one)",
     "legacy_env": "runs in the legacy environment only (within a both_envs file)",
     "e2e": "end to end through the real KIM API, ASE's KIM calculator and LAMMPS (one process: tests/kim_e2e)",
-    "cuda": "needs a CUDA device: the one skip CI allows (no GPU there), counted in the summary",
+    "cuda": "needs a CUDA device: deselected where torch sees none (CI), counted in one summary line",
+    "no_cuda": "checks what happens without a CUDA device (the twin of a cuda test): deselected where there is one",
 }
 
 #: Stages (``--stage``): which tests each environment runs.
@@ -40,12 +41,23 @@ STAGES = {
     "e2e": "the end-to-end tests (.venv, one process): e2e",
 }
 
-#: Markers whose tests may skip in CI (the skip says why); any other skip in
-#: a required run (KIM_GNN_TESTS_REQUIRED=1 / KIM_GNN_E2E_REQUIRED=1) fails it.
-SKIPS_ALLOWED_IN_CI = {"cuda"}
+#: The device markers: a test marked with one is deselected (not skipped)
+#: where the device it needs is missing, or present when it needs none. CI
+#: has no GPU, so its runs deselect the ``cuda`` tests and say how many in
+#: one line; a GPU machine runs them (``-m cuda``). No skip is left for CI to
+#: allow: any skip in a required run (KIM_GNN_TESTS_REQUIRED=1 /
+#: KIM_GNN_E2E_REQUIRED=1) fails it.
+DEVICE_MARKERS = {
+    "cuda": (True, "no CUDA device (they run on a GPU machine: scripts/device_check.sh)"),
+    "no_cuda": (False, "a CUDA device is present (they check the errors without one)"),
+}
 
-#: Skipped tests of this session (node ids), as allowed in CI or not.
-_SKIPS = {"allowed": [], "other": []}
+#: Skipped tests of this session (node ids).
+_SKIPS = []
+
+#: Tests deselected by device marker in this session: {marker: count}
+#: (under xdist each worker collects and sends its counts to the controller).
+_DEVICE_DESELECTED = {}
 
 
 def _environment_marker(path: Path):
@@ -75,6 +87,43 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    config.pluginmanager.register(DeviceDeselection(), "kim_gnn_device_deselection")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class DeviceDeselection:
+    """Deselects the tests of a device marker (DEVICE_MARKERS) that cannot
+    run here; after ``-m``, ``-k`` and the stage (``trylast``), so that the
+    count is of tests this run would otherwise have run."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        marked = {name: [item for item in items if item.get_closest_marker(name)] for name in DEVICE_MARKERS}
+        if not any(marked.values()):
+            return  # (no torch import for runs without device tests)
+        present = _cuda_available()
+        dropped = []
+        for name, (needs_device, _) in DEVICE_MARKERS.items():
+            if marked[name] and needs_device != present:
+                _DEVICE_DESELECTED[name] = len(marked[name])
+                dropped += marked[name]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            gone = set(map(id, dropped))
+            items[:] = [item for item in items if id(item) not in gone]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist, on the controller: a worker's device deselections (every worker
+    collects the same tests)."""
+    for name, count in getattr(node, "workeroutput", {}).get("kim_gnn_device_deselected", {}).items():
+        _DEVICE_DESELECTED[name] = max(count, _DEVICE_DESELECTED.get(name, 0))
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -111,29 +160,33 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_runtest_logreport(report):
     if report.skipped and not hasattr(report, "wasxfail"):
-        _SKIPS["allowed" if SKIPS_ALLOWED_IN_CI & set(report.keywords) else "other"].append(report.nodeid)
+        _SKIPS.append(report.nodeid)
 
 
 def pytest_collectreport(report):
     if report.skipped:  # a whole module skipped (pytest.skip(..., allow_module_level=True))
-        _SKIPS["other"].append(report.nodeid)
+        _SKIPS.append(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not _SKIPS["allowed"] and not _SKIPS["other"]:
+    for name, count in sorted(_DEVICE_DESELECTED.items()):  # one line per device marker
+        what = ("CUDA test" if name == "cuda" else f"test marked {name}") + ("" if count == 1 else "s")
+        terminalreporter.write_line(f"{count} {what} deselected: {DEVICE_MARKERS[name][1]}")
+    if not _SKIPS:
         return
-    terminalreporter.write_line(
-        f"skips: {len(_SKIPS['allowed'])} allowed in CI (marked {', '.join(sorted(SKIPS_ALLOWED_IN_CI))}: no such "
-        f"device here), {len(_SKIPS['other'])} other (a missing component or another environment)")
-    if required() and _SKIPS["other"]:
+    terminalreporter.write_line(f"skips: {len(_SKIPS)} (a missing component, or a test of another environment; "
+                                f"-rs prints why)")
+    if required():
         terminalreporter.write_line("FAILED: tests skipped in a required run (KIM_GNN_TESTS_REQUIRED=1 / "
-                                    "KIM_GNN_E2E_REQUIRED=1): " + ", ".join(_SKIPS["other"]), red=True)
+                                    "KIM_GNN_E2E_REQUIRED=1): " + ", ".join(_SKIPS), red=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
     if hasattr(session.config, "workerinput"):
-        return  # an xdist worker: the controller sees every report and decides
-    if required() and _SKIPS["other"] and exitstatus == 0:
+        # an xdist worker: the controller sees every report and decides
+        session.config.workeroutput["kim_gnn_device_deselected"] = dict(_DEVICE_DESELECTED)
+        return
+    if required() and _SKIPS and exitstatus == 0:
         session.exitstatus = 1
 
 
