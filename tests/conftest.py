@@ -190,47 +190,76 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+def build_once(path: str, build) -> str:
+    """``build(path)`` unless ``path`` exists, one builder at a time: the xdist
+    workers of a session share the model folders (``session_folder``), so a
+    model one worker built (or is building) the others wait for and reuse
+    instead of building it again. ``build`` writes atomically (a temporary
+    file renamed into place), so an existing ``path`` is complete."""
+    import fcntl
+
+    if not os.path.exists(path):
+        with open(path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not os.path.exists(path):
+                    build(path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return path
+
+
+def save_atomically(converted, path: str) -> None:
+    """Save a converted model under a temporary name, then rename it to ``path``."""
+    converted.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def session_folder(tmp_path_factory, name: str) -> str:
+    """A folder of this session, shared by its xdist workers (each worker's
+    base temporary folder is a subfolder of the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / name
+    folder.mkdir(exist_ok=True)
+    return str(folder)
+
+
 class NequIPModels:
-    """Seeded random NequIP deployed models, built once per session and option set."""
+    """Seeded random NequIP deployed models, built once per session and option
+    set (across the session's xdist workers: ``build_once``)."""
 
     def __init__(self, root):
         self.root = root
-        self._built = {}
 
     def deployed(self, **options) -> str:
         from kim_gnn.nequip.example import build_example_nequip
 
         options.setdefault("r_max", 3.5)
         key = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in options.items()))
-        if key not in self._built:
-            name = "_".join(f"{k}-{'-'.join(v) if isinstance(v, tuple) else v}" for k, v in key)
-            path = os.path.join(self.root, f"{name}.pth")
-            build_example_nequip(path, **options)
-            self._built[key] = path
-        return self._built[key]
+        name = "_".join(f"{k}-{'-'.join(v) if isinstance(v, tuple) else v}" for k, v in key)
+        return build_once(os.path.join(self.root, f"{name}.pth"), lambda path: build_example_nequip(path, **options))
 
     def converted(self, **options) -> str:
         from kim_gnn.nequip import convert_nequip
 
         deployed = self.deployed(**options)
-        out = deployed[:-4] + ".staged.pt"
-        if not os.path.exists(out):
-            convert_nequip(deployed).save(out)
-        return out
+        return build_once(deployed[:-4] + ".staged.pt", lambda path: save_atomically(convert_nequip(deployed), path))
 
 
 @pytest.fixture(scope="session")
 def nequip_models(tmp_path_factory):
     require_import("nequip")
-    return NequIPModels(str(tmp_path_factory.mktemp("nequip-models")))
+    return NequIPModels(session_folder(tmp_path_factory, "nequip-models"))
 
 
 class MACEModels:
-    """Seeded random MACE ``.model`` files, built once per session and option set."""
+    """Seeded random MACE ``.model`` files, built once per session and option
+    set (across the session's xdist workers: ``build_once``)."""
 
     def __init__(self, root):
         self.root = root
-        self._built = {}
 
     @staticmethod
     def _name(options) -> str:
@@ -243,27 +272,21 @@ class MACEModels:
     def model(self, **options) -> str:
         from kim_gnn.mace.example import build_example_mace
 
-        name = self._name(options)
-        if name not in self._built:
-            path = os.path.join(self.root, f"{name}.model")
-            build_example_mace(path, **options)
-            self._built[name] = path
-        return self._built[name]
+        path = os.path.join(self.root, f"{self._name(options)}.model")
+        return build_once(path, lambda path: build_example_mace(path, **options))
 
     def converted(self, head=None, **options) -> str:
         from kim_gnn.mace import convert_mace
 
         source = self.model(**options)
         out = source[: -len(".model")] + (f".head-{head}" if head else "") + ".staged.pt"
-        if not os.path.exists(out):
-            convert_mace(source, head=head).save(out)
-        return out
+        return build_once(out, lambda path: save_atomically(convert_mace(source, head=head), path))
 
 
 @pytest.fixture(scope="session")
 def mace_models(tmp_path_factory):
     require_import("mace")
-    return MACEModels(str(tmp_path_factory.mktemp("mace-models")))
+    return MACEModels(session_folder(tmp_path_factory, "mace-models"))
 
 
 class StagedRuns:
