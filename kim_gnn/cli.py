@@ -1,7 +1,7 @@
 """``kim-gnn``: convert, verify and describe GNN potentials as KIM models.
 
 One module (about 560 lines) for now: the argument parser and one function per
-command; ``docs/cli.md`` is held equal to this parser by tests/test_readme.py.
+command; ``docs/cli.md`` is held equal to this parser by tests/core/test_readme.py.
 Splitting the commands into a package is still to do (issue 19).
 """
 

@@ -1,7 +1,7 @@
 """Facts of the TorchML contract that the C++ driver needs too.
 
 The driver (``csrc/driver``) restates them in ``csrc/driver/contract_facts.hpp``
-(``constexpr <type> kName = <literal>;``); ``tests/test_driver_facts.py``
+(``constexpr <type> kName = <literal>;``); ``tests/csrc/test_driver_facts.py``
 holds the two equal through :data:`CPP_FACTS`. See ``docs/contract.md``.
 Importing this module does not import torch: the ``torch.dtype`` objects
 are resolved on first use.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the KIM API tests (tests/test_kim_item_build.py) and the
+# Install what the KIM API tests (tests/core/test_kim_item_build.py) and the
 # end-to-end tests (tests/kim_e2e) need on Debian 12: the KIM API 2.3 from
 # Debian (libkim-api-dev: CMake configs, pkg-config module,
 # kim-api-collections-management), the tools to build and install KIM items

@@ -5,8 +5,10 @@
 # .venv, then the end-to-end tests (e2e: KIM API, ASE, LAMMPS under MPI) in
 # .venv, then the nequip >= 0.7 tests (modern_env, both_envs) in .venv-modern.
 # As root (CI) KIM_GNN_TESTS_REQUIRED=1: a test that would skip for a missing
-# component fails instead (tests/skip_policy.py); every stage prints its skip
-# reasons (-rs), and the only skips CI allows are the CUDA tests (marked cuda).
+# component fails instead (tests/skip_policy.py) and any skip fails the run;
+# every stage prints its skip reasons (-rs). The CUDA tests (marked cuda) are
+# deselected where there is no CUDA device, with one summary line counting
+# them (tests/conftest.py); a GPU machine runs them with -m cuda.
 #
 #   bash scripts/test.sh                 # everything (what CI runs)
 #   bash scripts/test.sh -m "not slow"   # quick subset: no model matrices

@@ -30,7 +30,8 @@ MARKERS = {
     "both_envs": "runs in both environments (the legacy and the modern one)",
     "legacy_env": "runs in the legacy environment only (within a both_envs file)",
     "e2e": "end to end through the real KIM API, ASE's KIM calculator and LAMMPS (one process: tests/kim_e2e)",
-    "cuda": "needs a CUDA device: the one skip CI allows (no GPU there), counted in the summary",
+    "cuda": "needs a CUDA device: deselected where torch sees none (CI), counted in one summary line",
+    "no_cuda": "checks what happens without a CUDA device (the twin of a cuda test): deselected where there is one",
 }
 
 #: Stages (``--stage``): which tests each environment runs.
@@ -40,12 +41,23 @@ STAGES = {
     "e2e": "the end-to-end tests (.venv, one process): e2e",
 }
 
-#: Markers whose tests may skip in CI (the skip says why); any other skip in
-#: a required run (KIM_GNN_TESTS_REQUIRED=1 / KIM_GNN_E2E_REQUIRED=1) fails it.
-SKIPS_ALLOWED_IN_CI = {"cuda"}
+#: The device markers: a test marked with one is deselected (not skipped)
+#: where the device it needs is missing, or present when it needs none. CI
+#: has no GPU, so its runs deselect the ``cuda`` tests and say how many in
+#: one line; a GPU machine runs them (``-m cuda``). No skip is left for CI to
+#: allow: any skip in a required run (KIM_GNN_TESTS_REQUIRED=1 /
+#: KIM_GNN_E2E_REQUIRED=1) fails it.
+DEVICE_MARKERS = {
+    "cuda": (True, "no CUDA device (they run on a GPU machine: scripts/device_check.sh)"),
+    "no_cuda": (False, "a CUDA device is present (they check the errors without one)"),
+}
 
-#: Skipped tests of this session (node ids), as allowed in CI or not.
-_SKIPS = {"allowed": [], "other": []}
+#: Skipped tests of this session (node ids).
+_SKIPS = []
+
+#: Tests deselected by device marker in this session: {marker: count}
+#: (under xdist each worker collects and sends its counts to the controller).
+_DEVICE_DESELECTED = {}
 
 
 def _environment_marker(path: Path):
@@ -75,6 +87,43 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    config.pluginmanager.register(DeviceDeselection(), "kim_gnn_device_deselection")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class DeviceDeselection:
+    """Deselects the tests of a device marker (DEVICE_MARKERS) that cannot
+    run here; after ``-m``, ``-k`` and the stage (``trylast``), so that the
+    count is of tests this run would otherwise have run."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        marked = {name: [item for item in items if item.get_closest_marker(name)] for name in DEVICE_MARKERS}
+        if not any(marked.values()):
+            return  # (no torch import for runs without device tests)
+        present = _cuda_available()
+        dropped = []
+        for name, (needs_device, _) in DEVICE_MARKERS.items():
+            if marked[name] and needs_device != present:
+                _DEVICE_DESELECTED[name] = len(marked[name])
+                dropped += marked[name]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            gone = set(map(id, dropped))
+            items[:] = [item for item in items if id(item) not in gone]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist, on the controller: a worker's device deselections (every worker
+    collects the same tests)."""
+    for name, count in getattr(node, "workeroutput", {}).get("kim_gnn_device_deselected", {}).items():
+        _DEVICE_DESELECTED[name] = max(count, _DEVICE_DESELECTED.get(name, 0))
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -111,73 +160,106 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_runtest_logreport(report):
     if report.skipped and not hasattr(report, "wasxfail"):
-        _SKIPS["allowed" if SKIPS_ALLOWED_IN_CI & set(report.keywords) else "other"].append(report.nodeid)
+        _SKIPS.append(report.nodeid)
 
 
 def pytest_collectreport(report):
     if report.skipped:  # a whole module skipped (pytest.skip(..., allow_module_level=True))
-        _SKIPS["other"].append(report.nodeid)
+        _SKIPS.append(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not _SKIPS["allowed"] and not _SKIPS["other"]:
+    for name, count in sorted(_DEVICE_DESELECTED.items()):  # one line per device marker
+        what = ("CUDA test" if name == "cuda" else f"test marked {name}") + ("" if count == 1 else "s")
+        terminalreporter.write_line(f"{count} {what} deselected: {DEVICE_MARKERS[name][1]}")
+    if not _SKIPS:
         return
-    terminalreporter.write_line(
-        f"skips: {len(_SKIPS['allowed'])} allowed in CI (marked {', '.join(sorted(SKIPS_ALLOWED_IN_CI))}: no such "
-        f"device here), {len(_SKIPS['other'])} other (a missing component or another environment)")
-    if required() and _SKIPS["other"]:
+    terminalreporter.write_line(f"skips: {len(_SKIPS)} (a missing component, or a test of another environment; "
+                                f"-rs prints why)")
+    if required():
         terminalreporter.write_line("FAILED: tests skipped in a required run (KIM_GNN_TESTS_REQUIRED=1 / "
-                                    "KIM_GNN_E2E_REQUIRED=1): " + ", ".join(_SKIPS["other"]), red=True)
+                                    "KIM_GNN_E2E_REQUIRED=1): " + ", ".join(_SKIPS), red=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
     if hasattr(session.config, "workerinput"):
-        return  # an xdist worker: the controller sees every report and decides
-    if required() and _SKIPS["other"] and exitstatus == 0:
+        # an xdist worker: the controller sees every report and decides
+        session.config.workeroutput["kim_gnn_device_deselected"] = dict(_DEVICE_DESELECTED)
+        return
+    if required() and _SKIPS and exitstatus == 0:
         session.exitstatus = 1
 
 
+def build_once(path: str, build) -> str:
+    """``build(path)`` unless ``path`` exists, one builder at a time: the xdist
+    workers of a session share the model folders (``session_folder``), so a
+    model one worker built (or is building) the others wait for and reuse
+    instead of building it again. ``build`` writes atomically (a temporary
+    file renamed into place), so an existing ``path`` is complete."""
+    import fcntl
+
+    if not os.path.exists(path):
+        with open(path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not os.path.exists(path):
+                    build(path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return path
+
+
+def save_atomically(converted, path: str) -> None:
+    """Save a converted model under a temporary name, then rename it to ``path``."""
+    converted.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def session_folder(tmp_path_factory, name: str) -> str:
+    """A folder of this session, shared by its xdist workers (each worker's
+    base temporary folder is a subfolder of the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / name
+    folder.mkdir(exist_ok=True)
+    return str(folder)
+
+
 class NequIPModels:
-    """Seeded random NequIP deployed models, built once per session and option set."""
+    """Seeded random NequIP deployed models, built once per session and option
+    set (across the session's xdist workers: ``build_once``)."""
 
     def __init__(self, root):
         self.root = root
-        self._built = {}
 
     def deployed(self, **options) -> str:
         from kim_gnn.nequip.example import build_example_nequip
 
         options.setdefault("r_max", 3.5)
         key = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in options.items()))
-        if key not in self._built:
-            name = "_".join(f"{k}-{'-'.join(v) if isinstance(v, tuple) else v}" for k, v in key)
-            path = os.path.join(self.root, f"{name}.pth")
-            build_example_nequip(path, **options)
-            self._built[key] = path
-        return self._built[key]
+        name = "_".join(f"{k}-{'-'.join(v) if isinstance(v, tuple) else v}" for k, v in key)
+        return build_once(os.path.join(self.root, f"{name}.pth"), lambda path: build_example_nequip(path, **options))
 
     def converted(self, **options) -> str:
         from kim_gnn.nequip import convert_nequip
 
         deployed = self.deployed(**options)
-        out = deployed[:-4] + ".staged.pt"
-        if not os.path.exists(out):
-            convert_nequip(deployed).save(out)
-        return out
+        return build_once(deployed[:-4] + ".staged.pt", lambda path: save_atomically(convert_nequip(deployed), path))
 
 
 @pytest.fixture(scope="session")
 def nequip_models(tmp_path_factory):
     require_import("nequip")
-    return NequIPModels(str(tmp_path_factory.mktemp("nequip-models")))
+    return NequIPModels(session_folder(tmp_path_factory, "nequip-models"))
 
 
 class MACEModels:
-    """Seeded random MACE ``.model`` files, built once per session and option set."""
+    """Seeded random MACE ``.model`` files, built once per session and option
+    set (across the session's xdist workers: ``build_once``)."""
 
     def __init__(self, root):
         self.root = root
-        self._built = {}
 
     @staticmethod
     def _name(options) -> str:
@@ -190,27 +272,21 @@ class MACEModels:
     def model(self, **options) -> str:
         from kim_gnn.mace.example import build_example_mace
 
-        name = self._name(options)
-        if name not in self._built:
-            path = os.path.join(self.root, f"{name}.model")
-            build_example_mace(path, **options)
-            self._built[name] = path
-        return self._built[name]
+        path = os.path.join(self.root, f"{self._name(options)}.model")
+        return build_once(path, lambda path: build_example_mace(path, **options))
 
     def converted(self, head=None, **options) -> str:
         from kim_gnn.mace import convert_mace
 
         source = self.model(**options)
         out = source[: -len(".model")] + (f".head-{head}" if head else "") + ".staged.pt"
-        if not os.path.exists(out):
-            convert_mace(source, head=head).save(out)
-        return out
+        return build_once(out, lambda path: save_atomically(convert_mace(source, head=head), path))
 
 
 @pytest.fixture(scope="session")
 def mace_models(tmp_path_factory):
     require_import("mace")
-    return MACEModels(str(tmp_path_factory.mktemp("mace-models")))
+    return MACEModels(session_folder(tmp_path_factory, "mace-models"))
 
 
 class StagedRuns:

@@ -7,10 +7,12 @@ package, the op library, kim-edn, hypothesis, matplotlib, a compiler, the
 KIM API) fails and says what is missing. Elsewhere it skips with that reason
 (the scripts print skip reasons: ``-rs``).
 
-Skips that stay legitimate in CI are not "missing components" and do not go
-through here: the CUDA tests on a machine without a GPU (and their CPU twin
-on a machine with one), and tests of one environment's behaviour run in the
-other (``legacy_env`` / ``modern_env`` markers select them away instead).
+No skip is legitimate in CI: a required run fails on any skip (tests/conftest.py).
+Tests that cannot run on this machine by design are deselected by marker
+instead, never skipped: the CUDA tests without a CUDA device (``cuda``) and
+their twins with one (``no_cuda``), counted in one summary line; and the
+tests of one environment when the other runs (the ``legacy_env`` /
+``modern_env`` markers and ``--stage``).
 """
 
 import importlib

@@ -1,4 +1,4 @@
-"""Shared checks of per-atom virials (tests/test_virials.py and the adapters'
+"""Shared checks of per-atom virials (tests/core/test_virials.py and the adapters'
 test directories): a converted model's per-atom virials (executor, folded
 onto the atoms) against the original periodic model's own edge-force
 decomposition (kim_gnn/verification/atomic_virials_reference.py)."""

@@ -1,7 +1,7 @@
 // The driver's configuration: the .param file, the parameter-file list the
 // KIM API hands over, and the environment variables (execution device,
 // timing, op library). No KIM API and no torch: unit-tested on its own
-// (tests/test_driver_parts.py).
+// (tests/csrc/test_driver_parts.py).
 #ifndef KIM_GNN_CONFIGURATION_HPP
 #define KIM_GNN_CONFIGURATION_HPP
 

@@ -1,7 +1,7 @@
 """Every pass/fail threshold of the verification, by model dtype: one table.
 
 ``kim_gnn.contract.MODEL_DTYPES`` lists the dtypes kim-gnn converts; this
-table has a row for each (tests/test_check.py holds the two equal). The
+table has a row for each (tests/verification/test_check.py holds the two equal). The
 harness (``verify``) and the checks (``kim-gnn check``) read their numbers
 from here and nowhere else.
 

@@ -496,14 +496,10 @@ def test_elements_map_gives_other_models_atomic_numbers_and_kim_gnn_models_indic
 
 @pytest.mark.parametrize("device,message", [
     pytest.param("cuda", "KIM_MODEL_EXECUTION_DEVICE=cuda but CUDA is not available to the driver",
-                 marks=pytest.mark.cuda),  # (its twin: test_execution_device_cuda; one of the two skips)
+                 marks=pytest.mark.no_cuda),  # (its twin where there is a device: test_execution_device_cuda)
     ("tpu", "KIM_MODEL_EXECUTION_DEVICE=tpu is not supported (cpu or cuda)"),
 ])
 def test_execution_device_errors(installed_models, kim_log_dir, monkeypatch, device, message):
-    import torch
-
-    if device == "cuda" and torch.cuda.is_available():
-        pytest.skip("CUDA is available here: see test_execution_device_cuda")
     model = installed_models("nequip")
     monkeypatch.setenv("KIM_MODEL_EXECUTION_DEVICE", device)
     _expect_kim_error(kim_log_dir, lambda: KIM(model.item, options={"release_GIL": True}), message)
@@ -515,12 +511,8 @@ def test_execution_device_cpu_explicit(installed_models, kim_log_dir, monkeypatc
     check_against_original(model, "triclinic_alloy")
 
 
-@pytest.mark.cuda
+@pytest.mark.cuda  # (deselected without a CUDA device: tests/conftest.py)
 def test_execution_device_cuda(installed_models, kim_log_dir, monkeypatch):
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device (and a CPU build of torch): run on a GPU machine")
     model = installed_models("nequip")
     monkeypatch.setenv("KIM_MODEL_EXECUTION_DEVICE", "cuda")
     check_against_original(model, "triclinic_alloy")

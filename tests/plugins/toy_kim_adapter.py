@@ -13,7 +13,7 @@ The model (cutoff rc, per-element weights w, parameters eps, lam, c)::
 over the neighbours j of i within rc: the energy of an atom depends on atoms
 up to 2 rc away (a genuine 2-hop model, influence distance 2 rc).
 
-Used by tests/test_adapters.py to show that an adapter registers itself
+Used by tests/core/test_adapters.py to show that an adapter registers itself
 (an entry point in the group ``kim_gnn.adapters``, or ``register_adapter``)
 and runs on the core runtime without any edit of kim_gnn's core:
 docs/adding-an-adapter.md walks through it.

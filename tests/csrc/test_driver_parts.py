@@ -1,7 +1,7 @@
 """The driver's parts that need neither the KIM API nor torch
 (csrc/driver/configuration.hpp, model_inputs.hpp, torch_errors.hpp,
 virial.hpp, contract_facts.hpp), compiled on their own with a small main
-(about 3 s, as tests/test_driver_graph_builder.py does for
+(about 3 s, as tests/csrc/test_driver_graph_builder.py does for
 staged_graphs.hpp) and driven through stdin/argv.
 
 The parts that need them (the creation steps, the model runner, the

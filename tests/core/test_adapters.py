@@ -20,7 +20,8 @@ from kim_gnn.adapters import (Adapter, adapter_named, detect_adapter, register_a
                               unregister_adapter)
 from kim_gnn.errors import KimGnnError
 
-PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins")
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
+PLUGINS = os.path.join(TESTS, "plugins")
 
 
 def test_builtin_adapters_register_themselves():

@@ -211,7 +211,7 @@ def _matrix(relative):
     import importlib.util
     import os
 
-    path = os.path.join(os.path.dirname(__file__), relative)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), relative)  # tests/
     spec = importlib.util.spec_from_file_location("_matrix_" + os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

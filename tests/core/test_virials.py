@@ -15,10 +15,11 @@ import torch
 
 from kim_gnn.errors import KimGnnError
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins"))
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
+sys.path.insert(0, os.path.join(TESTS, "plugins"))
 from virial_checks import assert_same_virials, cases, check_against_original, check_calculator_stresses  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "forward_before_virials")
+DATA = os.path.join(TESTS, "data", "forward_before_virials")
 VARIANTS = [dict(prune=True), dict(prune=False), dict(prune=True, kernels="kim_gnn")]
 NEQUIP = dict(species=("Si", "C"), num_layers=2, r_max=3.5, zbl=True)
 MACE = dict(species=("Si", "C"))

@@ -7,7 +7,7 @@ import re
 
 from kim_gnn import contract, driver_facts, entry
 
-HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "csrc", "driver", "contract_facts.hpp")
 CONSTANT = re.compile(r"^\s*(?:static\s+|inline\s+)*constexpr\s+([^=;]*?)\s*\b(k\w+)\s*(\[\s*\])?\s*=\s*([^;]+);",
                       re.M)

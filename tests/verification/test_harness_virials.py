@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins"))
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
+sys.path.insert(0, os.path.join(TESTS, "plugins"))
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "forward_before_virials")
+DATA = os.path.join(TESTS, "data", "forward_before_virials")
 
 
 @pytest.fixture

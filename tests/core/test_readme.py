@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = os.path.join(ROOT, "README.md")
 DOCS = os.path.join(ROOT, "docs")
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
@@ -153,6 +153,23 @@ def test_no_file_cites_a_path_outside_the_repository():
             if "shared/docs" in text or "../shared" in text or "torchml-contract.md" in text:
                 cited.append(os.path.relpath(path, ROOT))
     assert not cited, cited
+
+
+def test_cited_test_files_exist():
+    """Every test file the repository names (`tests/...py`, in code, docs and
+    scripts) exists: the tests live in folders like the package's, and a
+    move must take its citations along."""
+    cited = re.compile(r"\btests/[\w/]*\w\.py\b")
+    missing = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "__pycache__", "lib", "results")]
+        for name in files:
+            if name.endswith((".py", ".md", ".cpp", ".hpp", ".h", ".cu", ".sh", ".txt", ".toml", ".edn")):
+                path = os.path.join(folder, name)
+                for test in cited.findall(open(path, errors="replace").read()):
+                    if not os.path.isfile(os.path.join(ROOT, test)):
+                        missing.append(f"{os.path.relpath(path, ROOT)}: {test}")
+    assert not missing, missing
 
 
 def test_the_command_line_page_lists_every_option():
