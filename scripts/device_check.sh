@@ -133,7 +133,7 @@ prebuild=$!
 want driver || { kill $prebuild 2>/dev/null; prebuild=; }
 
 PYTEST=(python3 -m pytest -q -rs -p no:cacheprovider --durations=8)
-kernel_tests=$(ls tests/csrc/test_kernels.py tests/test_kernels.py 2>/dev/null | head -n 1)
+kernel_tests=tests/csrc/test_kernels.py
 tests_k=()
 [ -n "${DEVICE_CHECK_TESTS_K:-}" ] && tests_k=(-k "$DEVICE_CHECK_TESTS_K")
 want tests && phase "CUDA kernel and model tests" 200 "${PYTEST[@]}" -s -m cuda "${tests_k[@]}" "$kernel_tests" \
