@@ -1,6 +1,6 @@
 """The staged loop of a nequip ``SequentialGraphNetwork``, shared by the
-NequIP family's adapters (0.5/0.6: ``kim_gnn/nequip/staged.py``; >= 0.7 and
-Allegro: ``kim_gnn/nequip_modern/staged.py``).
+NequIP family's adapters (0.5/0.6: ``kim_gnn/nequip/v06/staged.py``; >= 0.7 and
+Allegro: ``kim_gnn/nequip/modern/staged.py``).
 
 nequip's modules pass one dict of fields along; the schedule is the core
 runtime's (``kim_gnn/runtime``), pruned or the identity plan, one loop:

@@ -26,8 +26,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..runtime import AtenAggregation, StagePlan, StagedRuntime
-from .graph_stages import StagedGraphNetwork
+from ...runtime import AtenAggregation, StagePlan, StagedRuntime
+from ..graph_stages import StagedGraphNetwork
 
 
 

@@ -29,11 +29,11 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .. import contract
-from .._version import __version__
-from ..contract import StagedModelSpec
-from ..archives import load_torchscript
-from ..errors import KimGnnError, UnsupportedModelError, first_line
+from ... import contract
+from ..._version import __version__
+from ...contract import StagedModelSpec
+from ...archives import load_torchscript
+from ...errors import KimGnnError, UnsupportedModelError, first_line
 from .scalar_last import ScalarOnlyLastLayer
 from .staged import ReceiverLayer, StagedNequIP, WholeLayer
 
@@ -414,9 +414,9 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
     the model calls the op library), ``kernels_applied`` (which layers) and
     ``kernels_not_applied``.
     """
-    from .. import kernels as kernel_lib
-    from ..errors import warn_not_applied
-    from ..runtime import StagedRuntime, make_aggregation
+    from ... import kernels as kernel_lib
+    from ...errors import warn_not_applied
+    from ...runtime import StagedRuntime, make_aggregation
 
     kernels = kernel_lib.check_choice(kernels, prune)
     path = os.fspath(path)

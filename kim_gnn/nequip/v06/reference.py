@@ -12,9 +12,9 @@ from typing import Dict
 import numpy as np
 import torch
 
-from ..errors import KimGnnError
-from ..graphs import check_structure
-from ..reference import OriginalResult, default_dtype
+from ...errors import KimGnnError
+from ...graphs import check_structure
+from ...reference import OriginalResult, default_dtype
 from .convert import _dtype, _parse_config, load_deployed
 
 
@@ -35,7 +35,7 @@ def _nequip_type_mapper(type_names, config):
             warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
             from nequip.data.transforms import TypeMapper
     except ImportError:
-        from ..adapters import environment_hint
+        from ...adapters import environment_hint
 
         raise KimGnnError(
             "evaluating an original NequIP 0.5/0.6 model uses nequip 0.6's own type mapping, and this environment "

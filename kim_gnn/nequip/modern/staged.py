@@ -34,8 +34,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..nequip.graph_stages import ATOMIC_ENERGY, StagedGraphNetwork
-from ..runtime import AtenAggregation, StagePlan, StagedRuntime
+from ..graph_stages import ATOMIC_ENERGY, StagedGraphNetwork
+from ...runtime import AtenAggregation, StagePlan, StagedRuntime
 
 NODE_FEATURES = "node_features"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Dict
 
-from ..adapters import KERNELS_HELP, Adapter, ExampleModel
+from ...adapters import KERNELS_HELP, Adapter, ExampleModel
 from .load import MODERN_ENV_HINT
 
 NAME = "nequip-modern"
@@ -99,7 +99,7 @@ ADAPTER = Adapter(
     import_names=("nequip", "allegro", "e3nn"),
     environment_hint=MODERN_ENV_HINT,
     summary="nequip >= 0.7 NequIP / Allegro .nequip.zip, .ckpt, TorchScript .nequip.pth",
-    exports={"convert_nequip_modern": "kim_gnn.nequip_modern.convert:convert_nequip_modern"},
+    exports={"convert_nequip_modern": "kim_gnn.nequip.modern.convert:convert_nequip_modern"},
     example={
         NAME: ExampleModel(build=build_example, file_name="example.nequip.zip",
                            item_name="Si_NequIP019_Example__MO_000000000000_000",

@@ -2,7 +2,7 @@
 torch are imported only when a function runs)."""
 
 
-from ..adapters import KERNELS_HELP, Adapter, ExampleModel, zip_names
+from ...adapters import KERNELS_HELP, Adapter, ExampleModel, zip_names
 
 #: How to get an environment that converts (and verifies) these models.
 ENVIRONMENT_HINT = (

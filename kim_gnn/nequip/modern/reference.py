@@ -17,9 +17,9 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ..errors import KimGnnError
-from ..graphs import check_structure
-from ..reference import OriginalResult
+from ...errors import KimGnnError
+from ...graphs import check_structure
+from ...reference import OriginalResult
 from . import load
 from .convert import _r_max, _type_names, _unwrap, is_modern_module, parse_type_map
 

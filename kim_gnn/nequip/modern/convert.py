@@ -40,10 +40,10 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
-from .. import contract
-from .._version import __version__
-from ..contract import StagedModelSpec
-from ..errors import KimGnnError, UnsupportedModelError, first_line, warn_not_applied
+from ... import contract
+from ..._version import __version__
+from ...contract import StagedModelSpec
+from ...errors import KimGnnError, UnsupportedModelError, first_line, warn_not_applied
 from . import load
 from .staged import (AllegroLayer, ReceiverAllegro, ReceiverEdgewiseReduce, ReceiverLayer, StagedNequIPModern,
                      WholeLayer)
@@ -535,7 +535,7 @@ def allegro_module_reason(module) -> str:
 def _wrap_layers(model: str, edge: list, layers: list, kernels: str):
     """(edge modules, staged layers, number of layers whose node-wise work and
     sums over edges run on the receivers only, why the others run whole)."""
-    from ..runtime import make_aggregation
+    from ...runtime import make_aggregation
 
     if model == "Allegro":
         reduce = layers[0]
@@ -585,8 +585,8 @@ def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, ker
     The spec records what was applied (``pruned``, ``kernels``,
     ``receiver_only_layers``, ``whole_layers``, ``kernels_not_applied``).
     """
-    from .. import kernels as kernel_lib
-    from ..runtime import StagedRuntime
+    from ... import kernels as kernel_lib
+    from ...runtime import StagedRuntime
 
     kernels = kernel_lib.check_choice(kernels, prune)
     if isinstance(source, os.PathLike):

@@ -15,7 +15,7 @@ _LAZY = {
     "inspect_nequip_modern": ".convert",
     "is_modern_module": ".convert",
     "artifact_kind": ".load",
-    "convert_nequip": ".dispatch",
+    "convert_nequip": "..dispatch",
 }
 ARCHITECTURE = "nequip-modern"
 

@@ -12,8 +12,8 @@ import contextlib
 import os
 from typing import Dict, Optional, Tuple
 
-from ..archives import load_pickled, load_torchscript, read_member, zip_names
-from ..errors import KimGnnError, UnsupportedModelError
+from ...archives import load_pickled, load_torchscript, read_member, zip_names
+from ...errors import KimGnnError, UnsupportedModelError
 
 #: How to get an environment that converts these files (this adapter's
 #: ``environment_hint``; other adapters ask ``kim_gnn.adapters.environment_hint``).
@@ -27,7 +27,7 @@ def __getattr__(name):
     # LEGACY_ENV_HINT is the NequIP 0.5/0.6 adapter's hint, no longer this
     # module's: still importable from here, answered by the registry.
     if name == "LEGACY_ENV_HINT":
-        from ..adapters import environment_hint
+        from ...adapters import environment_hint
 
         return environment_hint("nequip")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
