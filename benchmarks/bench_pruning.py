@@ -270,7 +270,7 @@ def modern_per_layer(original, pruned_path: str, atoms, graphs, repeats: int, wa
     part, seconds (median), edges."""
     from kim_gnn.executor import load_unfrozen
     from kim_gnn.nequip.modern import load
-    from kim_gnn.nequip.modern.convert import _unwrap
+    from kim_gnn.nequip.modern.network import _unwrap
 
     rows = []
     with load.restore_torch_state():

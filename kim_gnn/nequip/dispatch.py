@@ -12,7 +12,7 @@ def is_modern(source) -> bool:
         from .modern.load import artifact_kind
 
         return artifact_kind(os.fspath(source)) is not None
-    from .modern.convert import is_modern_module
+    from .modern.network import is_modern_module
 
     return is_modern_module(source)
 

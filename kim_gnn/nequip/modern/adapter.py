@@ -20,7 +20,7 @@ def detect(path: str) -> bool:
 
 
 def detect_module(module) -> bool:
-    from .convert import is_modern_module
+    from .network import is_modern_module
 
     return is_modern_module(module)
 
@@ -33,7 +33,8 @@ def convert(source, type_map=None, prune=True, kernels=None):
 
 def describe(path, type_map=None) -> Dict[str, object]:
     from . import load
-    from .convert import format_type_map, inspect_nequip_modern
+    from .info import inspect_nequip_modern
+    from .species import format_type_map
 
     kind = load.artifact_kind(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "in-memory"
     load.refuse_aotinductor(os.fspath(path), kind)

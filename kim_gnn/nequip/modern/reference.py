@@ -21,7 +21,9 @@ from ...errors import KimGnnError
 from ...graphs import check_structure
 from ...reference import OriginalResult
 from . import load
-from .convert import _r_max, _type_names, _unwrap, is_modern_module, parse_type_map
+from .info import _r_max, _type_names
+from .network import _unwrap, is_modern_module
+from .species import parse_type_map
 
 
 class NequIPModernOriginal:
