@@ -5,9 +5,11 @@
 * ``modern/``: nequip >= 0.7 NequIP GNN and Allegro models (adapter
   ``nequip-modern``);
 * shared at this level: the staged loop of a nequip ``SequentialGraphNetwork``
-  (``graph_stages.py``), what both know of nequip's module trees
-  (``module_tree.py``), the environment each needs (``environments.py``) and
-  ``convert_nequip``, which tells the two apart itself (``dispatch.py``).
+  and the layer forms both use (``graph_stages.py``), what both know of
+  nequip's module trees (``module_tree.py``), the original's outputs as the
+  harness reads them (``outputs.py``), the environment each converts in
+  (``environments.py``) and ``convert_nequip``, which tells the two apart
+  itself (``dispatch.py``).
 
 Each adapter registers through its own ``adapter.py`` (the registry looks
 one level into a family folder: ``kim_gnn/adapters.py``); the functions

@@ -8,7 +8,7 @@ import os
 from typing import Dict
 
 from ...adapters import KERNELS_HELP, Adapter, ExampleModel
-from .load import MODERN_ENV_HINT
+from ..environments import MODERN_ENV_HINT
 
 NAME = "nequip-modern"
 

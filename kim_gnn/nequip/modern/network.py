@@ -32,6 +32,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from ...errors import UnsupportedModelError
+from ..module_tree import PAIR_POTENTIALS, SCALAR_TYPE_CODES, class_name
 
 #: Inputs a local model may read (GraphModel's standard fields); anything
 #: else (total charge, spin, external fields) is per-structure data.
@@ -41,7 +42,6 @@ LOCAL_INPUT_FIELDS = {
 }
 NODE_MODULES = ("NodeTypeEmbed",)
 EDGE_MODULES = ("SphericalHarmonicEdgeAttrs", "EdgeLengthNormalizer", "BesselEdgeLengthEncoding", "ApplyFactor")
-PAIR_POTENTIALS = ("ZBL", "LennardJones", "SimpleLennardJones")
 READOUT_MODULES = ("ScalarMLP", "PerTypeScaleShift", "AddRadialCutoffToData") + PAIR_POTENTIALS
 ALLEGRO_MODULES = (
     "EdgeLengthNormalizer", "BesselEdgeLengthEncoding", "ProductTypeEmbedding", "TwoBodySplineScalarEmbed",
@@ -50,13 +50,6 @@ ALLEGRO_MODULES = (
 ) + PAIR_POTENTIALS
 ENERGY_FIELD = "atomic_energy"
 EDGEWISE_READOUT = ("AddRadialCutoffToData",) + PAIR_POTENTIALS
-SCALAR_TYPE_CODES = {6: torch.float32, 7: torch.float64}
-
-
-def class_name(module) -> str:
-    if isinstance(module, torch.jit.ScriptModule):
-        return str(getattr(module, "original_name", type(module).__name__))
-    return type(module).__name__
 
 
 def is_modern_module(module) -> bool:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
+from ..graph_stages import WholeLayer
 from .network import class_name
-from .staged import AllegroLayer, ReceiverAllegro, ReceiverEdgewiseReduce, ReceiverLayer, WholeLayer
+from .staged import AllegroLayer, ReceiverAllegro, ReceiverEdgewiseReduce, ReceiverLayer
 
 #: The parts of a ConvNetLayer(InteractionBlock) that ReceiverLayer calls itself
 #: (``ghost_exchange`` is checked to be nequip's no-op and skipped).
