@@ -13,7 +13,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 from ...archives import load_pickled, load_torchscript, read_member, zip_names
-from ...errors import KimGnnError, UnsupportedModelError
+from ...errors import KimGnnError, UnsupportedModelError, first_line
 # MODERN_ENV_HINT: how to get an environment that converts these files (this
 # adapter's ``environment_hint``); both hints are the family's, still
 # importable from here.
