@@ -32,6 +32,7 @@ from .staged import StagedNequIPModern
 
 ARCHITECTURE = "nequip-modern"
 
+
 def _compile_eager(staged: torch.nn.Module) -> torch.nn.Module:
     """e3nn's compiler scripts the eager e3nn/nequip submodules (fx code
     generated modules included) in place; the caller then scripts the rest."""
