@@ -118,7 +118,7 @@ def build_model(args, tmp: str):
         source = build_example_mace(os.path.join(tmp, "model.model"), species=("Si",), **settings)
         return convert_mace(source), settings
     from kim_gnn.nequip import convert_nequip
-    from kim_gnn.nequip.example import build_example_nequip
+    from kim_gnn.nequip.v06.example import build_example_nequip
 
     settings = {"num_layers": args.num_layers, "num_features": args.num_features, "l_max": args.l_max,
                 "r_max": args.r_max, "model_dtype": args.dtype, "seed": args.seed}

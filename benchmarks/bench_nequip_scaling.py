@@ -34,8 +34,8 @@ from _bench_common import bench_sizes, parse_args as parse_common_args, progress
 
 from kim_gnn.executor import load_staged_model
 from kim_gnn.nequip import convert_nequip
-from kim_gnn.nequip.example import build_example_nequip
-from kim_gnn.nequip.reference import NequIPOriginal
+from kim_gnn.nequip.v06.example import build_example_nequip
+from kim_gnn.nequip.v06.reference import NequIPOriginal
 from kim_gnn.reference import default_dtype
 
 

@@ -89,7 +89,7 @@ LEGACY_ARCHS, MODERN_ARCHS = ("nequip", "mace"), ("nequip-modern", "allegro")
 def _default_archs():
     """The architectures of this environment: nequip >= 0.7 and Allegro in
     the modern one, NequIP 0.6 and MACE in the legacy one."""
-    from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+    from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
     return list(MODERN_ARCHS if is_modern_version(nequip_version()) else LEGACY_ARCHS)
 
@@ -137,8 +137,8 @@ MACE_CONFIGS = {"default": (MACE, ""), "ell3": (dict(MACE, max_ell=3, correlatio
 def nequip_models(dtype: str, seed: int, tmp: str):
     """(original call factory, pruned, unpruned, settings) for NequIP."""
     from kim_gnn.nequip import convert_nequip
-    from kim_gnn.nequip.example import build_example_nequip
-    from kim_gnn.nequip.reference import NequIPOriginal
+    from kim_gnn.nequip.v06.example import build_example_nequip
+    from kim_gnn.nequip.v06.reference import NequIPOriginal
 
     deployed = build_example_nequip(os.path.join(tmp, f"nequip-{dtype}.pth"), species=("Si",), model_dtype=dtype,
                                     seed=seed, forces_only=True, **NEQUIP)
@@ -208,9 +208,9 @@ ALLEGRO = {"num_layers": 2, "r_max": 5.0, "num_features": 32, "l_max": 2}
 def modern_models(architecture: str, settings: dict, dtype: str, seed: int, tmp: str):
     """nequip >= 0.7: the original is the compiled .nequip.pth on nequip's own
     periodic input; the converted models come from that file."""
-    from kim_gnn.nequip_modern import convert_nequip_modern, load
-    from kim_gnn.nequip_modern.example import build_model, save_compiled
-    from kim_gnn.nequip_modern.reference import NequIPModernOriginal
+    from kim_gnn.nequip.modern import convert_nequip_modern, load
+    from kim_gnn.nequip.modern.example import build_model, save_compiled
+    from kim_gnn.nequip.modern.reference import NequIPModernOriginal
 
     model = build_model(species=("Si",), architecture=architecture, model_dtype=dtype, seed=seed, **settings)
     compiled = save_compiled(model, os.path.join(tmp, f"{architecture}-{dtype}.nequip.pth"))
@@ -269,8 +269,8 @@ def modern_per_layer(original, pruned_path: str, atoms, graphs, repeats: int, wa
     runs per graph) on the plan's particles and edges. One dict per part:
     part, seconds (median), edges."""
     from kim_gnn.executor import load_unfrozen
-    from kim_gnn.nequip_modern import load
-    from kim_gnn.nequip_modern.convert import _unwrap
+    from kim_gnn.nequip.modern import load
+    from kim_gnn.nequip.modern.network import _unwrap
 
     rows = []
     with load.restore_torch_state():

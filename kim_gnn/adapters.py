@@ -3,9 +3,10 @@
 The core knows no architecture. Each adapter describes itself with an
 ``Adapter`` record and is found in one of three ways:
 
-* an ``adapter.py`` module in a subpackage of kim_gnn that defines
-  ``ADAPTER`` (the built-in adapters: ``kim_gnn/nequip/adapter.py``,
-  ``kim_gnn/mace/adapter.py``; adding a folder is the registration);
+* an ``adapter.py`` module in a subpackage of kim_gnn, or in a subpackage
+  of a family folder, that defines ``ADAPTER`` (the built-in adapters:
+  ``kim_gnn/mace/adapter.py``, ``kim_gnn/nequip/v06/adapter.py``,
+  ``kim_gnn/nequip/modern/adapter.py``; adding a folder is the registration);
 * an entry point in the group ``kim_gnn.adapters`` of any installed
   distribution, naming an ``Adapter`` (or a callable returning one);
 * ``register_adapter(adapter)`` at run time.
@@ -155,13 +156,27 @@ def unregister_adapter(name: str) -> None:
     _registry.pop(name, None)
 
 
+def _is_package(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "__init__.py"))
+
+
 def _builtin_adapter_modules() -> List[str]:
-    """``kim_gnn.<sub>.adapter`` for every subpackage that has one."""
+    """``kim_gnn.<sub>.adapter`` for every subpackage that has one, and
+    ``kim_gnn.<family>.<sub>.adapter`` for the subpackages of a family folder
+    (a subpackage without an ``adapter.py`` of its own, such as
+    ``kim_gnn/nequip``: ``v06/`` and ``modern/``)."""
     root = os.path.dirname(os.path.abspath(__file__))
     names = []
     for sub in sorted(os.listdir(root)):
-        if os.path.isfile(os.path.join(root, sub, "__init__.py")) and os.path.isfile(os.path.join(root, sub, "adapter.py")):
+        folder = os.path.join(root, sub)
+        if not _is_package(folder):
+            continue
+        if os.path.isfile(os.path.join(folder, "adapter.py")):
             names.append(f"{__package__}.{sub}.adapter")
+            continue
+        for member in sorted(os.listdir(folder)):
+            if _is_package(os.path.join(folder, member)) and os.path.isfile(os.path.join(folder, member, "adapter.py")):
+                names.append(f"{__package__}.{sub}.{member}.adapter")
     return names
 
 

@@ -14,14 +14,14 @@ from skip_policy import missing, require_import, required
 
 TESTS = Path(__file__).resolve().parent
 
-#: The environment marker of each path (a folder marks everything under it);
-#: tests elsewhere run in the legacy environment. The one table that says
-#: where a test runs: scripts/test.sh and scripts/test_modern.sh pick a stage
-#: (``--stage``), never paths.
+#: The environment marker of each path, relative to tests/ (a folder marks
+#: everything under it); tests elsewhere run in the legacy environment. The
+#: one table that says where a test runs: scripts/test.sh and
+#: scripts/test_modern.sh pick a stage (``--stage``), never paths.
 ENVIRONMENT_MARKERS = {
-    "nequip_modern": "modern_env",
+    "nequip/modern": "modern_env",
     "kim_e2e": "e2e",
-    "test_nequip_modern_detection.py": "both_envs",
+    "nequip/test_detection.py": "both_envs",
 }
 
 MARKERS = {
@@ -65,9 +65,10 @@ def _environment_marker(path: Path):
         parts = Path(path).resolve().relative_to(TESTS).parts
     except ValueError:
         return None
-    for part in parts:
-        if part in ENVIRONMENT_MARKERS:
-            return ENVIRONMENT_MARKERS[part]
+    for end in range(1, len(parts) + 1):
+        marker = ENVIRONMENT_MARKERS.get("/".join(parts[:end]))
+        if marker:
+            return marker
     return None
 
 
@@ -234,7 +235,7 @@ class NequIPModels:
         self.root = root
 
     def deployed(self, **options) -> str:
-        from kim_gnn.nequip.example import build_example_nequip
+        from kim_gnn.nequip.v06.example import build_example_nequip
 
         options.setdefault("r_max", 3.5)
         key = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in options.items()))

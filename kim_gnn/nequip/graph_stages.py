@@ -1,6 +1,6 @@
 """The staged loop of a nequip ``SequentialGraphNetwork``, shared by the
-NequIP family's adapters (0.5/0.6: ``kim_gnn/nequip/staged.py``; >= 0.7 and
-Allegro: ``kim_gnn/nequip_modern/staged.py``).
+NequIP family's adapters (0.5/0.6: ``kim_gnn/nequip/v06/staged.py``; >= 0.7 and
+Allegro: ``kim_gnn/nequip/modern/staged.py``).
 
 nequip's modules pass one dict of fields along; the schedule is the core
 runtime's (``kim_gnn/runtime``), pruned or the identity plan, one loop:
@@ -30,6 +30,34 @@ import torch
 from ..runtime import StagePlan, StagedRuntime
 
 ATOMIC_ENERGY = "atomic_energy"
+NODE_FEATURES = "node_features"
+
+
+class WholeLayer(torch.nn.Module):
+    """A layer called as it is on every particle it is given (a
+    ``ConvNetLayer`` without exactly the parts the version's ``ReceiverLayer``
+    knows, or, >= 0.7 Allegro, an ``EdgewiseReduce`` other than a plain sum);
+    returns its output field, first ``num_out`` rows. Still pruned: it sees
+    only the plan's particles and edges."""
+
+    out_field: str
+
+    def __init__(self, layer: torch.nn.Module, out_field: str = NODE_FEATURES):
+        super().__init__()
+        self.layer = layer
+        self.out_field = out_field
+
+    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
+        return self.layer(data)[self.out_field][:num_out]
+
+
+class NoSelfConnection(torch.nn.Module):
+    """Stands for an absent self-connection (``use_sc: false``) in either
+    version's ``ReceiverLayer``; never called, but TorchScript compiles both
+    branches of ``if self.has_sc``."""
+
+    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 class StagedGraphNetwork(torch.nn.Module):

@@ -76,7 +76,7 @@ def nequip_modern_atomic_virials(original, atoms) -> np.ndarray:
     from nequip.nn.utils import with_edge_vectors_
 
     from ..graphs import check_structure
-    from ..nequip_modern import load
+    from ..nequip.modern import load
 
     check_structure(atoms)
     with load.restore_torch_state():
@@ -98,7 +98,7 @@ def nequip06_atomic_virials(original, atoms) -> np.ndarray:
     """NequIP 0.5/0.6: autograd on the periodic edge vectors of the deployed
     energy network."""
     from ..graphs import check_structure
-    from ..nequip.convert import _rescale_factors, _split_network, _unwrap
+    from ..nequip.v06.convert import _rescale_factors, _split_network, _unwrap
     from ..reference import default_dtype
 
     check_structure(atoms)

@@ -69,7 +69,7 @@ def test_adapters_declare_packages_and_environment(toy_in_process):
     assert "legacy environment" in environment_hint("mace") and "scripts/setup.sh" in environment_hint("nequip")
     assert "setup_modern.sh" in environment_hint("nequip-modern")
     assert "toy plug-in" in environment_hint("toy")
-    from kim_gnn.nequip_modern import load
+    from kim_gnn.nequip.modern import load
 
     assert load.LEGACY_ENV_HINT == environment_hint("nequip")
     assert load.MODERN_ENV_HINT == environment_hint("nequip-modern")

@@ -52,7 +52,7 @@ class Inputs:
         return p
 
     def nequip_with_nan_weights(self):
-        from kim_gnn.nequip.convert import METADATA_KEYS
+        from kim_gnn.nequip.v06.convert import METADATA_KEYS
 
         extra = {k: "" for k in METADATA_KEYS}
         module = torch.jit.load(self.deployed, _extra_files=extra)

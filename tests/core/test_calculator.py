@@ -5,7 +5,7 @@ import pytest
 from ase.build import bulk
 
 from kim_gnn.calculator import StagedCalculator
-from kim_gnn.nequip.reference import NequIPOriginal
+from kim_gnn.nequip.v06.reference import NequIPOriginal
 
 OPTIONS = dict(num_layers=3, species=("Si", "C"), model_dtype="float64", zbl=True)
 

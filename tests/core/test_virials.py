@@ -3,7 +3,7 @@
 core runtime), folded by kim_gnn/virials.py in the executor and
 StagedCalculator, against the original periodic model's own edge-force
 decomposition (kim_gnn/verification/atomic_virials_reference.py). nequip >= 0.7 NequIP
-and Allegro: tests/nequip_modern/test_modern_virials.py."""
+and Allegro: tests/nequip/modern/test_modern_virials.py."""
 
 import os
 import sys
@@ -44,7 +44,7 @@ def test_toy_per_atom_virials_equal_the_originals(tmp_path, options):
 
 def _nequip(nequip_models, tmp_path, options, **model):
     from kim_gnn.nequip import convert_nequip
-    from kim_gnn.nequip.reference import NequIPOriginal
+    from kim_gnn.nequip.v06.reference import NequIPOriginal
 
     source = nequip_models.deployed(**dict(NEQUIP, **model))
     out = str(tmp_path / f"nequip-{_variant_id(options)}.pt")

@@ -26,8 +26,8 @@ def main(out_dir, structures_file):
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     from kim_gnn import convert_nequip
     from kim_gnn.verification.atomic_virials_reference import reference_atomic_virials
-    from kim_gnn.nequip_modern.example import save_checkpoint, save_package
-    from kim_gnn.nequip_modern.reference import NequIPModernOriginal
+    from kim_gnn.nequip.modern.example import save_checkpoint, save_package
+    from kim_gnn.nequip.modern.reference import NequIPModernOriginal
 
     with open(structures_file, "rb") as fh:
         structures = pickle.load(fh)

@@ -218,7 +218,7 @@ def _matrix(relative):
     return module
 
 
-NEQUIP_MATRIX = _matrix("nequip/test_matrix.py")
+NEQUIP_MATRIX = _matrix("nequip/v06/test_matrix.py")
 MACE_MATRIX = _matrix("mace/test_mace_matrix.py")
 
 

@@ -382,7 +382,7 @@ def test_unknown_model_dtype_is_an_error_not_float32_tolerances(nequip_models, t
 def test_stress_by_finite_differences_when_the_original_gives_none(nequip_models, monkeypatch):
     """An original without stress output (NequIP ForceOutput) still has its
     stress compared: from finite differences of its energy."""
-    from kim_gnn.nequip.reference import NequIPOriginal
+    from kim_gnn.nequip.v06.reference import NequIPOriginal
 
     deployed = nequip_models.deployed(**NEQUIP_OPTIONS)
     converted = nequip_models.converted(**NEQUIP_OPTIONS)
@@ -407,7 +407,7 @@ def test_stress_by_finite_differences_when_the_original_gives_none(nequip_models
 def test_finite_difference_stress_detects_a_wrong_stress(nequip_models, monkeypatch):
     """The finite-difference stress is a real check: a converted model whose
     executor-side stress is off fails."""
-    from kim_gnn.nequip.reference import NequIPOriginal
+    from kim_gnn.nequip.v06.reference import NequIPOriginal
 
     deployed = nequip_models.deployed(**NEQUIP_OPTIONS)
     converted = nequip_models.converted(**NEQUIP_OPTIONS)

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from virial_checks import assert_same_virials, cases, check_against_original, check_calculator_stresses  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -28,7 +28,7 @@ MODELS = {
 
 def _convert(modern_models, tmp_path, name, options, **changes):
     from kim_gnn import convert_nequip
-    from kim_gnn.nequip_modern.reference import NequIPModernOriginal
+    from kim_gnn.nequip.modern.reference import NequIPModernOriginal
 
     model = modern_models.in_memory(**dict(MODELS[name], **changes))
     out = str(tmp_path / f"{name}-{len(os.listdir(tmp_path))}.pt")
@@ -70,7 +70,7 @@ def test_float32_per_atom_virials_to_their_precision(modern_models, tmp_path, na
 def test_compiled_artifact_per_atom_virials(modern_models, tmp_path):
     """The compiled .nequip.pth (TorchScript children): the same loop records its edge vectors."""
     from kim_gnn import convert_nequip
-    from kim_gnn.nequip_modern.reference import NequIPModernOriginal
+    from kim_gnn.nequip.modern.reference import NequIPModernOriginal
 
     source = modern_models.compiled(**MODELS["nequip"])
     out = str(tmp_path / "compiled.pt")

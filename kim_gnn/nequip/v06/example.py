@@ -111,7 +111,7 @@ def build_example_nequip(
             warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
             from nequip.scripts.deploy import main as deploy_main
     except ImportError as exc:
-        from ..errors import KimGnnError
+        from ...errors import KimGnnError
 
         raise KimGnnError(f"building the example NequIP model needs nequip 0.6.x installed ({exc})") from None
 

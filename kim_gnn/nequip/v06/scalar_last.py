@@ -35,7 +35,7 @@ scalars, a mismatch) keeps the whole last layer, with the reason recorded.
 
 One module (about 530 lines) on purpose: it is one derivation (which output
 channels the readout reads, and the last layer rebuilt for exactly those),
-whose steps refer to each other; the tests in tests/nequip/test_scalar_last.py
+whose steps refer to each other; the tests in tests/nequip/v06/test_scalar_last.py
 follow the same order.
 """
 
@@ -43,8 +43,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..errors import first_line
-from ..runtime import AtenAggregation
+from ...errors import first_line
+from ...runtime import AtenAggregation
 
 
 class ScalarPath(torch.nn.Module):

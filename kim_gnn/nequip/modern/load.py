@@ -12,25 +12,12 @@ import contextlib
 import os
 from typing import Dict, Optional, Tuple
 
-from ..archives import load_pickled, load_torchscript, read_member, zip_names
-from ..errors import KimGnnError, UnsupportedModelError
-
-#: How to get an environment that converts these files (this adapter's
-#: ``environment_hint``; other adapters ask ``kim_gnn.adapters.environment_hint``).
-MODERN_ENV_HINT = (
-    "convert it in the modern environment: `bash scripts/setup_modern.sh`, then "
-    "`.venv-modern/bin/kim-gnn ...` (torch 2.13, e3nn 0.6, nequip 0.19, nequip-allegro)"
-)
-
-
-def __getattr__(name):
-    # LEGACY_ENV_HINT is the NequIP 0.5/0.6 adapter's hint, no longer this
-    # module's: still importable from here, answered by the registry.
-    if name == "LEGACY_ENV_HINT":
-        from ..adapters import environment_hint
-
-        return environment_hint("nequip")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from ...archives import load_pickled, load_torchscript, read_member, zip_names
+from ...errors import KimGnnError, UnsupportedModelError, first_line
+# MODERN_ENV_HINT: how to get an environment that converts these files (this
+# adapter's ``environment_hint``); both hints are the family's, still
+# importable from here.
+from ..environments import LEGACY_ENV_HINT, MODERN_ENV_HINT  # noqa: F401
 
 #: Metadata keys of a compiled (TorchScript) nequip >= 0.7 model.
 COMPILED_METADATA_KEYS = (

@@ -12,9 +12,10 @@ from typing import Dict
 import numpy as np
 import torch
 
-from ..errors import KimGnnError
-from ..graphs import check_structure
-from ..reference import OriginalResult, default_dtype
+from ...errors import KimGnnError
+from ...graphs import check_structure
+from ...reference import OriginalResult, default_dtype
+from ..outputs import original_result
 from .convert import _dtype, _parse_config, load_deployed
 
 
@@ -35,11 +36,11 @@ def _nequip_type_mapper(type_names, config):
             warnings.simplefilter("ignore")  # nequip warns about every torch 2.x at import
             from nequip.data.transforms import TypeMapper
     except ImportError:
-        from ..adapters import environment_hint
+        from ..environments import LEGACY_ENV_HINT
 
         raise KimGnnError(
             "evaluating an original NequIP 0.5/0.6 model uses nequip 0.6's own type mapping, and this environment "
-            f"has no nequip 0.6; {environment_hint('nequip').replace('convert it', 'verify it')}"
+            f"has no nequip 0.6; {LEGACY_ENV_HINT.replace('convert it', 'verify it')}"
         ) from None
 
     if isinstance(config.get("chemical_symbol_to_type"), dict):
@@ -97,12 +98,4 @@ class NequIPOriginal:
         with default_dtype(self.default_dtype):
             data = self._inputs(atoms, atoms.get_chemical_symbols())
             out = self.module(data)
-        stress = None
-        if np.all(atoms.pbc) and "stress" in out and out["stress"].numel() == 9:
-            stress = out["stress"].detach().double().numpy().reshape(3, 3)
-        return OriginalResult(
-            energy=float(out["total_energy"].detach().double().sum()),
-            energies=out["atomic_energy"].detach().double().numpy().reshape(-1),
-            forces=out["forces"].detach().double().numpy().reshape(-1, 3),
-            stress=stress,
-        )
+        return original_result(out, atoms)

@@ -14,9 +14,9 @@ import textwrap
 import pytest
 from ase.build import bulk
 
-from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def _legacy_python():
@@ -58,7 +58,7 @@ def test_modern_conversion_runs_in_the_legacy_environment(modern_models, tmp_pat
 
     from kim_gnn import convert_nequip
     from kim_gnn.executor import StagedExecutor
-    from kim_gnn.nequip_modern.reference import NequIPModernOriginal
+    from kim_gnn.nequip.modern.reference import NequIPModernOriginal
 
     package = modern_models.package(species=("Si", "C"), num_layers=2, pair_potential="ZBL", model_dtype="float64", seed=1)
     model_file = tmp_path / "model.pt"
@@ -76,9 +76,9 @@ def test_modern_conversion_runs_in_the_legacy_environment(modern_models, tmp_pat
 
 BUILD_LEGACY = """
     import pickle, sys
-    from kim_gnn.nequip.example import build_example_nequip
+    from kim_gnn.nequip.v06.example import build_example_nequip
     from kim_gnn.nequip import convert_nequip
-    from kim_gnn.nequip.reference import NequIPOriginal
+    from kim_gnn.nequip.v06.reference import NequIPOriginal
     from kim_gnn.mace.example import build_example_mace
     from kim_gnn.mace import convert_mace
     from kim_gnn.mace.reference import MACEOriginal
@@ -123,7 +123,7 @@ def test_legacy_conversions_run_in_the_modern_environment(tmp_path):
 
     # verifying a 0.6 model needs nequip 0.6's own type mapping: the legacy environment
     from kim_gnn.errors import KimGnnError
-    from kim_gnn.nequip.reference import NequIPOriginal
+    from kim_gnn.nequip.v06.reference import NequIPOriginal
 
     with pytest.raises(KimGnnError, match=r"legacy environment.*scripts/setup\.sh"):
         NequIPOriginal(tmp_path / "deployed.pth")

@@ -69,7 +69,7 @@ def test_unpruned_and_unrequested_models_keep_the_whole_last_layer(nequip_models
 
 def test_whole_last_layer_when_the_check_fails(nequip_models, staged_runs, tmp_path, monkeypatch):
     """A restricted layer that does not match the whole one is never used."""
-    from kim_gnn.nequip import scalar_last
+    from kim_gnn.nequip.v06 import scalar_last
 
     def fail(*args, **kwargs):
         raise scalar_last.NotApplicable("the restricted last layer differs from the whole layer by 1.0e+00")
@@ -96,7 +96,7 @@ def test_whole_last_layer_without_nequip_at_conversion(nequip_models, staged_run
                 if name.split('.')[0] in ('nequip', 'e3nn', 'mace'):
                     raise ImportError(name)
         sys.meta_path.insert(0, Block())
-        from kim_gnn.nequip.convert import convert_nequip
+        from kim_gnn.nequip.v06.convert import convert_nequip
         convert_nequip({str(source)!r}).save({str(blocked)!r})
     """)
     subprocess.run([sys.executable, "-c", script], check=True)

@@ -1,7 +1,7 @@
 """Recognising nequip >= 0.7 files needs no nequip: both environments
 detect them, the legacy one says which environment converts them, and an
 AOT Inductor .nequip.pt2 is refused everywhere with the file to give instead.
-(Runs in both environments; the conversions themselves are in tests/nequip_modern.)"""
+(Runs in both environments; the conversions themselves are in tests/nequip/modern.)"""
 
 import zipfile
 
@@ -10,7 +10,7 @@ import torch
 
 from kim_gnn.adapters import detect_adapter
 from kim_gnn.errors import KimGnnError, UnsupportedModelError
-from kim_gnn.nequip_modern.load import artifact_kind, is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import artifact_kind, is_modern_version, nequip_version
 
 LEGACY_ENV = not is_modern_version(nequip_version())
 

@@ -12,10 +12,10 @@ import importlib
 
 _LAZY = {
     "convert_nequip_modern": ".convert",
-    "inspect_nequip_modern": ".convert",
-    "is_modern_module": ".convert",
+    "inspect_nequip_modern": ".info",
+    "is_modern_module": ".network",
     "artifact_kind": ".load",
-    "convert_nequip": ".dispatch",
+    "convert_nequip": "..dispatch",
 }
 ARCHITECTURE = "nequip-modern"
 

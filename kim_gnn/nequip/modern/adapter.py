@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from typing import Dict
 
-from ..adapters import KERNELS_HELP, Adapter, ExampleModel
-from .load import MODERN_ENV_HINT
+from ...adapters import KERNELS_HELP, Adapter, ExampleModel
+from ..environments import MODERN_ENV_HINT
 
 NAME = "nequip-modern"
 
@@ -20,7 +20,7 @@ def detect(path: str) -> bool:
 
 
 def detect_module(module) -> bool:
-    from .convert import is_modern_module
+    from .network import is_modern_module
 
     return is_modern_module(module)
 
@@ -33,7 +33,8 @@ def convert(source, type_map=None, prune=True, kernels=None):
 
 def describe(path, type_map=None) -> Dict[str, object]:
     from . import load
-    from .convert import format_type_map, inspect_nequip_modern
+    from .info import inspect_nequip_modern
+    from .species import format_type_map
 
     kind = load.artifact_kind(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "in-memory"
     load.refuse_aotinductor(os.fspath(path), kind)
@@ -99,7 +100,7 @@ ADAPTER = Adapter(
     import_names=("nequip", "allegro", "e3nn"),
     environment_hint=MODERN_ENV_HINT,
     summary="nequip >= 0.7 NequIP / Allegro .nequip.zip, .ckpt, TorchScript .nequip.pth",
-    exports={"convert_nequip_modern": "kim_gnn.nequip_modern.convert:convert_nequip_modern"},
+    exports={"convert_nequip_modern": "kim_gnn.nequip.modern.convert:convert_nequip_modern"},
     example={
         NAME: ExampleModel(build=build_example, file_name="example.nequip.zip",
                            item_name="Si_NequIP019_Example__MO_000000000000_000",

@@ -34,36 +34,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..nequip.graph_stages import ATOMIC_ENERGY, StagedGraphNetwork
-from ..runtime import AtenAggregation, StagePlan, StagedRuntime
-
-NODE_FEATURES = "node_features"
-
-
-class WholeLayer(torch.nn.Module):
-    """A layer called as it is on every particle it is given (a
-    ``ConvNetLayer`` without exactly the parts ``ReceiverLayer`` knows, or an
-    ``EdgewiseReduce`` other than a plain sum); returns its output field,
-    first ``num_out`` rows. Still pruned: it sees only the plan's particles
-    and edges."""
-
-    out_field: str
-
-    def __init__(self, layer: torch.nn.Module, out_field: str = NODE_FEATURES):
-        super().__init__()
-        self.layer = layer
-        self.out_field = out_field
-
-    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
-        return self.layer(data)[self.out_field][:num_out]
-
-
-class NoSelfConnection(torch.nn.Module):
-    """Stands for an absent self-connection (``use_sc: false``); never called,
-    but TorchScript compiles both branches of ``if self.has_sc``."""
-
-    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
-        return x
+from ...runtime import AtenAggregation, StagePlan, StagedRuntime
+from ..graph_stages import ATOMIC_ENERGY, NODE_FEATURES, NoSelfConnection, StagedGraphNetwork
 
 
 class ReceiverLayer(torch.nn.Module):

@@ -11,7 +11,7 @@ import torch
 from kim_gnn import convert_nequip
 from kim_gnn.adapters import detect_adapter
 from kim_gnn.errors import KimGnnError, UnsupportedModelError
-from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
 pytestmark = pytest.mark.skipif(
     not is_modern_version(nequip_version()),
@@ -52,8 +52,8 @@ def _charge_model():
 
     from hydra.utils import get_method
 
-    from kim_gnn.nequip_modern.example import model_config
-    from kim_gnn.nequip_modern.load import restore_torch_state
+    from kim_gnn.nequip.modern.example import model_config
+    from kim_gnn.nequip.modern.load import restore_torch_state
 
     with restore_torch_state(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -38,7 +38,7 @@ def _env(weights_only_off=True):
 
 
 def _config(tmp_path, **extra):
-    from kim_gnn.nequip.example import example_config
+    from kim_gnn.nequip.v06.example import example_config
 
     config = example_config(species=("Si",), num_layers=2, r_max=4.0, workdir=str(tmp_path))
     config.update(extra)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
 pytestmark = pytest.mark.skipif(
     not is_modern_version(nequip_version()),

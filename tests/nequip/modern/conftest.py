@@ -6,7 +6,7 @@ import os
 import pytest
 from skip_policy import missing
 
-from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
 MODERN = is_modern_version(nequip_version())
 SKIP_REASON = "needs nequip >= 0.7 (the modern environment: bash scripts/setup_modern.sh; bash scripts/test_modern.sh)"
@@ -29,7 +29,7 @@ class ModernModels:
         self._memory = {}
 
     def in_memory(self, **options):
-        from kim_gnn.nequip_modern.example import build_model
+        from kim_gnn.nequip.modern.example import build_model
 
         key = _key(options)
         if key not in self._memory:
@@ -37,7 +37,7 @@ class ModernModels:
         return self._memory[key]
 
     def checkpoint(self, **options) -> str:
-        from kim_gnn.nequip_modern.example import save_checkpoint
+        from kim_gnn.nequip.modern.example import save_checkpoint
 
         path = os.path.join(self.root, _key(options) + ".ckpt")
         if not os.path.exists(path):
@@ -45,7 +45,7 @@ class ModernModels:
         return path
 
     def package(self, **options) -> str:
-        from kim_gnn.nequip_modern.example import save_package
+        from kim_gnn.nequip.modern.example import save_package
 
         path = os.path.join(self.root, _key(options) + ".nequip.zip")
         if not os.path.exists(path):
@@ -53,7 +53,7 @@ class ModernModels:
         return path
 
     def compiled(self, **options) -> str:
-        from kim_gnn.nequip_modern.example import save_compiled
+        from kim_gnn.nequip.modern.example import save_compiled
 
         path = os.path.join(self.root, _key(options) + ".nequip.pth")
         if not os.path.exists(path):

@@ -26,32 +26,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..runtime import AtenAggregation, StagePlan, StagedRuntime
-from .graph_stages import StagedGraphNetwork
-
-
-
-class WholeLayer(torch.nn.Module):
-    """A scripted ``ConvNetLayer`` called as it is (on every particle it is
-    given); returns the new node features, first ``num_out`` rows."""
-
-    out_field: str
-
-    def __init__(self, layer: torch.nn.Module):
-        super().__init__()
-        self.layer = layer
-        self.out_field = "node_features"
-
-    def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
-        return self.layer(data)["node_features"][:num_out]
-
-
-class NoSelfConnection(torch.nn.Module):
-    """Stands for an absent self-connection (``use_sc: false``); never called,
-    but TorchScript compiles both branches of ``if self.has_sc``."""
-
-    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
-        return x
+from ...runtime import AtenAggregation, StagePlan, StagedRuntime
+from ..graph_stages import NoSelfConnection, StagedGraphNetwork
 
 
 class ReceiverLayer(torch.nn.Module):

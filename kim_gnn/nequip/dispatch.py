@@ -1,5 +1,6 @@
-"""``convert_nequip`` for every NequIP: tells a 0.5/0.6 ``deployed.pth``
-from nequip >= 0.7 artifacts and in-memory models by itself."""
+"""``convert_nequip`` for every NequIP (the family's entry point): tells a
+0.5/0.6 ``deployed.pth`` (``v06/``) from nequip >= 0.7 artifacts and in-memory
+models (``modern/``) by itself."""
 
 import os
 
@@ -8,10 +9,10 @@ def is_modern(source) -> bool:
     """Whether ``source`` (a file or an in-memory module) is a nequip >= 0.7
     model rather than a 0.5/0.6 ``deployed.pth``."""
     if isinstance(source, (str, os.PathLike)):
-        from .load import artifact_kind
+        from .modern.load import artifact_kind
 
         return artifact_kind(os.fspath(source)) is not None
-    from .convert import is_modern_module
+    from .modern.network import is_modern_module
 
     return is_modern_module(source)
 
@@ -29,7 +30,7 @@ def convert_nequip(source, type_map=None, prune=True, kernels=None, scalar_only_
     from ..errors import KimGnnError
 
     if is_modern(source):
-        from .convert import convert_nequip_modern
+        from .modern.convert import convert_nequip_modern
 
         return convert_nequip_modern(source, type_map=type_map, prune=prune, kernels=kernels)
     if type_map is not None:
@@ -41,7 +42,7 @@ def convert_nequip(source, type_map=None, prune=True, kernels=None, scalar_only_
             f"an in-memory {type(source).__name__} is not a nequip >= 0.7 GraphModel; NequIP 0.5/0.6 models are "
             "converted from their deployed.pth file"
         )
-    from ..nequip.convert import convert_nequip as convert_nequip_legacy
+    from .v06.convert import convert_nequip as convert_nequip_legacy
 
     return convert_nequip_legacy(source, prune=prune, kernels=kernels,
                                  scalar_only_last_layer=scalar_only_last_layer)

@@ -8,7 +8,7 @@ from skip_policy import missing
 
 from kim_gnn.verification.harness import verify
 
-from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
 pytestmark = pytest.mark.skipif(
     not is_modern_version(nequip_version()),

@@ -29,13 +29,16 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .. import contract
-from .._version import __version__
-from ..contract import StagedModelSpec
-from ..archives import load_torchscript
-from ..errors import KimGnnError, UnsupportedModelError, first_line
+from ... import contract
+from ..._version import __version__
+from ...contract import StagedModelSpec
+from ...archives import load_torchscript
+from ...errors import KimGnnError, UnsupportedModelError, first_line
+from ..graph_stages import WholeLayer
+from ..module_tree import PAIR_POTENTIALS, SCALAR_TYPE_CODES
+from ..module_tree import class_name as _original_name
 from .scalar_last import ScalarOnlyLastLayer
-from .staged import ReceiverLayer, StagedNequIP, WholeLayer
+from .staged import ReceiverLayer, StagedNequIP
 
 METADATA_KEYS = (
     "nequip_version", "torch_version", "e3nn_version", "r_max", "n_species", "type_names",
@@ -46,12 +49,10 @@ GRADIENT_WRAPPERS = ("StressOutput", "GradientOutput", "ForceOutput")
 NODE_ENCODERS = ("OneHotAtomEncoding", "AtomwiseLinear")
 EDGE_ENCODERS = ("SphericalHarmonicEdgeAttrs", "RadialBasisEdgeEncoding")
 READOUT_MODULES = ("AtomwiseLinear", "PerSpeciesScaleShift")
-PAIR_POTENTIALS = ("ZBL", "LennardJones", "SimpleLennardJones")
 ENERGY_KEYS = ("total_energy", "atomic_energy")
 # Inputs a local model may read; anything else (charges, spins, fields) is per-structure data.
 LOCAL_INPUT_FIELDS = {"pos", "edge_index", "edge_cell_shift", "cell", "batch", "ptr", "atom_types"}
 SUPPORTED_VERSIONS = ("0.5.", "0.6.")
-SCALAR_TYPE_CODES = {6: torch.float32, 7: torch.float64}
 
 
 @dataclass
@@ -133,10 +134,6 @@ def _chemical_species(type_names: List[str], config: Dict[str, object]) -> List[
         f"model type names {' '.join(type_names)} are not distinct chemical symbols, and its config maps them to "
         "no distinct elements; KIM identifies species by chemical symbol"
     )
-
-
-def _original_name(module) -> str:
-    return getattr(module, "original_name", type(module).__name__)
 
 
 def _child(module, name: str):
@@ -414,9 +411,9 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
     the model calls the op library), ``kernels_applied`` (which layers) and
     ``kernels_not_applied``.
     """
-    from .. import kernels as kernel_lib
-    from ..errors import warn_not_applied
-    from ..runtime import StagedRuntime, make_aggregation
+    from ... import kernels as kernel_lib
+    from ...errors import warn_not_applied
+    from ...runtime import StagedRuntime, make_aggregation
 
     kernels = kernel_lib.check_choice(kernels, prune)
     path = os.fspath(path)

@@ -12,16 +12,18 @@ model (eager, or the compiled TorchScript file) is called on it.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict
 
-import numpy as np
 import torch
 
-from ..errors import KimGnnError
-from ..graphs import check_structure
-from ..reference import OriginalResult
+from ...errors import KimGnnError
+from ...graphs import check_structure
+from ...reference import OriginalResult
+from ..outputs import original_result
 from . import load
-from .convert import _r_max, _type_names, _unwrap, is_modern_module, parse_type_map
+from .info import _r_max, _type_names
+from .network import _unwrap, is_modern_module
+from .species import parse_type_map
 
 
 class NequIPModernOriginal:
@@ -94,13 +96,5 @@ class NequIPModernOriginal:
         with load.restore_torch_state():
             torch.set_default_dtype(torch.float64)  # nequip's global dtype, as its own tools run
             out = self.model(self._data(atoms))
-        stress: Optional[np.ndarray] = None
-        if np.all(atoms.pbc) and "stress" in out and out["stress"].numel() == 9:
-            stress = out["stress"].detach().double().numpy().reshape(3, 3)
-        return OriginalResult(
-            energy=float(out["total_energy"].detach().double().sum()),
-            energies=out["atomic_energy"].detach().double().numpy().reshape(-1),
-            forces=out["forces"].detach().double().numpy().reshape(-1, 3),
-            stress=stress,
-        )
+        return original_result(out, atoms)
 

@@ -22,7 +22,7 @@ from kim_gnn.executor import load_staged_model, load_unfrozen, read_spec
 from kim_gnn.graphs import build_staged_graphs
 from kim_gnn.verification.structures import battery
 
-from kim_gnn.nequip_modern.load import is_modern_version, nequip_version
+from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
 
 pytestmark = pytest.mark.skipif(
     not is_modern_version(nequip_version()),

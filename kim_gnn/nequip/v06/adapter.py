@@ -2,13 +2,8 @@
 torch are imported only when a function runs)."""
 
 
-from ..adapters import KERNELS_HELP, Adapter, ExampleModel, zip_names
-
-#: How to get an environment that converts (and verifies) these models.
-ENVIRONMENT_HINT = (
-    "convert it in the legacy environment: `bash scripts/setup.sh`, then `.venv/bin/kim-gnn ...` "
-    "(e3nn 0.4.4, nequip 0.6, mace-torch)"
-)
+from ...adapters import KERNELS_HELP, Adapter, ExampleModel, zip_names
+from ..environments import LEGACY_ENV_HINT
 
 PRUNE_HELP = ("pruned staged execution (default True); False emits the unpruned model, all layers on every "
               "particle out to the influence distance")
@@ -66,7 +61,7 @@ ADAPTER = Adapter(
     options={"prune": PRUNE_HELP, "kernels": KERNELS_HELP},
     package="nequip",
     import_names=("nequip", "e3nn", "torch_geometric"),  # nequip 0.5 used torch_geometric
-    environment_hint=ENVIRONMENT_HINT,
+    environment_hint=LEGACY_ENV_HINT,
     summary="NequIP 0.5/0.6 deployed.pth",
     exports={"convert_nequip": "kim_gnn.nequip:convert_nequip"},
     example=ExampleModel(build=build_example, file_name="deployed.pth",

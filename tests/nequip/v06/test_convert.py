@@ -12,8 +12,8 @@ from kim_gnn import contract
 from kim_gnn.errors import KimGnnError, UnsupportedModelError
 from kim_gnn.executor import StagedExecutor, read_spec
 from kim_gnn.nequip import convert_nequip, inspect_nequip
-from kim_gnn.nequip.convert import METADATA_KEYS
-from kim_gnn.nequip.reference import NequIPOriginal
+from kim_gnn.nequip.v06.convert import METADATA_KEYS
+from kim_gnn.nequip.v06.reference import NequIPOriginal
 
 OPTIONS = dict(num_layers=2, species=("Si", "C"), model_dtype="float64", zbl=True)
 
@@ -73,7 +73,7 @@ def test_runs_where_nequip_and_e3nn_cannot_be_imported(nequip_models, staged_run
 
 
 def test_global_energy_shift_is_refused(nequip_models, tmp_path):
-    from kim_gnn.nequip.example import build_example_nequip
+    from kim_gnn.nequip.v06.example import build_example_nequip
 
     # a RescaleOutput whose total_energy shift is a per-structure constant
     path = build_example_nequip(tmp_path / "shift.pth", num_layers=1, r_max=3.5)
@@ -112,7 +112,7 @@ def _deploy_with_builders(tmp_path, builders, name):
     import yaml
     from nequip.scripts.deploy import main
 
-    from kim_gnn.nequip.example import example_config
+    from kim_gnn.nequip.v06.example import example_config
 
     config = example_config(num_layers=1, r_max=3.5, workdir=str(tmp_path))
     config["model_builders"] = builders

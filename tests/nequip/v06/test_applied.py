@@ -15,7 +15,7 @@ import pytest
 from kim_gnn.errors import OptimisationNotApplied
 from kim_gnn.executor import read_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 OPTIONS = dict(num_layers=2, species=("Si", "C"), model_dtype="float64", l_max=2, seed=4)
 ITEM = "Applied__MO_000000000000_000"
 
@@ -67,7 +67,7 @@ def test_e3nn_import_leaves_the_process_as_it_was(tmp_path):
     environment variable, ``slice`` not left in torch's weights-only allow-list."""
     script = textwrap.dedent("""
         import os, torch
-        from kim_gnn.nequip.legacy_import import e3nn_importable
+        from kim_gnn.nequip.v06.legacy_import import e3nn_importable
         before = list(torch.serialization.get_safe_globals())
         with e3nn_importable():
             import e3nn.o3
@@ -102,7 +102,7 @@ def test_cli_warns_in_one_line_when_the_scalar_only_last_layer_cannot_be_built(n
 def test_a_layer_receiver_layer_does_not_know_runs_whole_with_a_warning(nequip_models, monkeypatch):
     """A layer whose parts ReceiverLayer does not know (forced here) runs
     whole; the spec and one warning per optimisation lost say so."""
-    from kim_gnn.nequip import convert as nequip_convert
+    from kim_gnn.nequip.v06 import convert as nequip_convert
 
     real = nequip_convert.receiver_layer_reason
     calls = []
