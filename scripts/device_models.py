@@ -47,7 +47,7 @@ def main(argv=None):
         import nequip
 
         if nequip.__version__.startswith("0.6"):
-            from kim_gnn.nequip.example import build_example_nequip
+            from kim_gnn.nequip.v06.example import build_example_nequip
             from kim_gnn.mace.example import build_example_mace
 
             builders["nequip"] = lambda dtype, tmp: build_example_nequip(
@@ -56,7 +56,7 @@ def main(argv=None):
             builders["mace"] = lambda dtype, tmp: build_example_mace(
                 species=("Si",), model_dtype=dtype, seed=args.seed, **bench.MACE)
     elif importlib.util.find_spec("nequip"):
-        from kim_gnn.nequip_modern.example import build_model, save_compiled
+        from kim_gnn.nequip.modern.example import build_model, save_compiled
 
         def modern(architecture, settings):
             def build(dtype, tmp):
