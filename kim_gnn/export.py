@@ -33,12 +33,19 @@ def check_new_directory(out_dir, force: bool, what: str, created: str, force_opt
         raise KimGnnError(f"{what} {out_dir} exists and is not a directory")
     if os.path.exists(out_dir) and not force:
         raise KimGnnError(f"{out_dir} already exists; pass {force_option} to replace it")
-    parent = os.path.dirname(out_dir)
-    if not os.path.isdir(parent):
-        raise KimGnnError(f"cannot create {created}{out_dir}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise KimGnnError(f"cannot create {created}{out_dir}: directory {parent} is not writable")
+    check_parent_directory(out_dir, f"cannot create {created}{out_dir}")
     return out_dir
+
+
+def check_parent_directory(path: str, refusal: str) -> None:
+    """Refuse, before any work, a file or directory to write whose parent
+    directory is missing or not writable; ``refusal`` says what cannot be
+    done ("cannot write JSON report /x/r.json"), the reason follows it."""
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise KimGnnError(f"{refusal}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise KimGnnError(f"{refusal}: directory {parent} is not writable")
 
 
 def write_directory(out_dir: str, prefix: str, fill: Callable[[str], None]) -> str:

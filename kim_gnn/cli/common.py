@@ -35,11 +35,9 @@ def check_output_file(path: str, what: str) -> str:
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         raise KimGnnError(f"{what} {path} is a directory; give a file name")
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        raise KimGnnError(f"cannot write {what} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise KimGnnError(f"cannot write {what} {path}: directory {parent} is not writable")
+    from ..export import check_parent_directory
+
+    check_parent_directory(path, f"cannot write {what} {path}")
     return path
 
 
