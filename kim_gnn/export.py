@@ -9,7 +9,7 @@ checking them again; :func:`write_portable_model` is the two in one call.
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from . import contract, kimspec
 from .errors import KimGnnError
@@ -19,16 +19,54 @@ def check_portable_model_target(out_dir, force: bool = False) -> str:
     """Refuse, before any work, a portable-model directory that cannot be
     written: a file in its place, an existing one without ``force``, a parent
     directory that is missing or not writable. Returns the absolute path."""
+    return check_new_directory(out_dir, force, "output directory", "output directory ", "--force (force=True)")
+
+
+def check_new_directory(out_dir, force: bool, what: str, created: str, force_option: str) -> str:
+    """Refuse, before any work, a directory to write (a portable model, the
+    driver item) that cannot be: a file in its place (``what`` names it), an
+    existing one without ``force`` (``force_option`` says how to replace it),
+    a parent directory that is missing or not writable (``created`` names
+    what cannot be created). Returns the absolute path."""
     out_dir = os.path.abspath(os.fspath(out_dir)).rstrip(os.sep)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise KimGnnError(f"output directory {out_dir} exists and is not a directory")
+        raise KimGnnError(f"{what} {out_dir} exists and is not a directory")
     if os.path.exists(out_dir) and not force:
-        raise KimGnnError(f"{out_dir} already exists; pass --force (force=True) to replace it")
-    parent = os.path.dirname(out_dir)
+        raise KimGnnError(f"{out_dir} already exists; pass {force_option} to replace it")
+    check_parent_directory(out_dir, f"cannot create {created}{out_dir}")
+    return out_dir
+
+
+def check_parent_directory(path: str, refusal: str) -> None:
+    """Refuse, before any work, a file or directory to write whose parent
+    directory is missing or not writable; ``refusal`` says what cannot be
+    done ("cannot write JSON report /x/r.json"), the reason follows it."""
+    parent = os.path.dirname(path)
     if not os.path.isdir(parent):
-        raise KimGnnError(f"cannot create output directory {out_dir}: directory {parent} does not exist")
+        raise KimGnnError(f"{refusal}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
-        raise KimGnnError(f"cannot create output directory {out_dir}: directory {parent} is not writable")
+        raise KimGnnError(f"{refusal}: directory {parent} is not writable")
+
+
+def write_directory(out_dir: str, prefix: str, fill: Callable[[str], None]) -> str:
+    """Write a directory that appears complete or not at all: ``fill(tmp)``
+    writes into a temporary sibling of ``out_dir`` (``.PREFIX.*``), which is
+    then renamed into place, replacing an existing ``out_dir``."""
+    parent = os.path.dirname(out_dir)
+    tmp = tempfile.mkdtemp(prefix=f".{prefix}.", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an installed item is read by others
+    try:
+        fill(tmp)
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{prefix}.old.", dir=parent)
+            os.rename(out_dir, os.path.join(old, "item"))
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out_dir
 
 
@@ -78,11 +116,8 @@ def write_to_target(staged, target: PortableModelTarget) -> str:
     if os.path.exists(out_dir) and not target.force:  # appeared while converting
         raise KimGnnError(f"{out_dir} already exists; pass --force (force=True) to replace it")
     spec_text = kimspec.render(kimspec.model_kimspec(item_name, spec, driver_name, metadata))
-    parent = os.path.dirname(out_dir)
 
-    tmp = tempfile.mkdtemp(prefix=f".{item_name}.", dir=parent)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an installed item is read by others
-    try:
+    def fill(tmp: str) -> None:
         staged.save(os.path.join(tmp, contract.MODEL_FILE_NAME))
         with open(os.path.join(tmp, contract.PARAM_FILE_NAME), "w") as fh:
             fh.write(contract.render_param_file(spec, contract.MODEL_FILE_NAME))
@@ -90,14 +125,5 @@ def write_to_target(staged, target: PortableModelTarget) -> str:
             fh.write(contract.render_cmakelists(item_name, driver_name))
         with open(os.path.join(tmp, kimspec.KIMSPEC_FILE_NAME), "w", encoding="utf-8") as fh:
             fh.write(spec_text)
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{item_name}.old.", dir=parent)
-            os.rename(out_dir, os.path.join(old, "item"))
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return write_directory(out_dir, item_name, fill)

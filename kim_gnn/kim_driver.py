@@ -222,32 +222,20 @@ def export_driver_item(out_dir, force: bool = False, metadata=None) -> str:
     user|system|environment out_dir`` builds and installs it with no other
     variable. The directory appears complete or not at all."""
     from . import kimspec
+    from .export import check_new_directory, write_directory
 
     source = driver_source_dir()
-    out_dir = os.path.abspath(os.fspath(out_dir)).rstrip(os.sep)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise KimGnnError(f"--export {out_dir} exists and is not a directory")
-    if os.path.exists(out_dir) and not force:
-        raise KimGnnError(f"{out_dir} already exists; pass --force to replace it")
-    parent = os.path.dirname(out_dir)
-    if not os.path.isdir(parent):
-        raise KimGnnError(f"cannot create {out_dir}: directory {parent} does not exist")
+    out_dir = check_new_directory(out_dir, force, "--export", "", "--force")
     text = kimspec.render(kimspec.driver_kimspec(contract.KIM_GNN_DRIVER_NAME, metadata))
-    tmp = tempfile.mkdtemp(prefix=".kim-gnn-driver.", dir=parent)
-    os.chmod(tmp, 0o755)
-    try:
+
+    def fill(tmp: str) -> None:
         for name in sorted(os.listdir(source)):
             if name.endswith(DRIVER_ITEM_SUFFIXES) and name != kimspec.KIMSPEC_FILE_NAME:
                 shutil.copyfile(os.path.join(source, name), os.path.join(tmp, name))
         with open(os.path.join(tmp, kimspec.KIMSPEC_FILE_NAME), "w", encoding="utf-8") as fh:
             fh.write(text)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return write_directory(out_dir, "kim-gnn-driver", fill)
 
 
 def main_progress(message: str) -> None:

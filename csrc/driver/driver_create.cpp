@@ -146,12 +146,7 @@ std::string ApplyElementsMap(KIM::ModelDriverCreate * const modelDriverCreate,
 std::string PublishNeighborsAndParameters(
     KIM::ModelDriverCreate * const modelDriverCreate, KimGnnDriver * const d)
 {
-  d->SetNeighborValues();
-  modelDriverCreate->SetInfluenceDistancePointer(&d->influenceDistance);
-  modelDriverCreate->SetNeighborListPointers(
-      1,
-      &d->neighborCutoff,
-      &d->modelWillNotRequestNeighborsOfNoncontributingParticles);
+  d->PublishNeighbors(modelDriverCreate);
   d->parameterCutoff = d->params.cutoff;
   d->parameterNumLayers = d->params.numLayers;
   if (modelDriverCreate->SetParameterPointer(
@@ -221,13 +216,6 @@ std::string CreateSteps(KIM::ModelDriverCreate * const modelDriverCreate,
 }
 }  // namespace
 
-void KimGnnDriver::SetNeighborValues()
-{
-  neighborCutoff = params.cutoff;
-  influenceDistance = params.cutoff * params.numLayers;
-  modelWillNotRequestNeighborsOfNoncontributingParticles = 0;
-}
-
 int KimGnnDriver::Create(KIM::ModelDriverCreate * const modelDriverCreate)
 {
   KimGnnDriver * driver = nullptr;
@@ -277,12 +265,7 @@ int KimGnnDriver::Refresh(KIM::ModelRefresh * const modelRefresh)
   driver->parameterNumLayers = p.numLayers;
   // Always hand the pointers back: ClearThenRefresh() cleared them, and a
   // simulator may ask for the influence distance after a failed refresh.
-  driver->SetNeighborValues();
-  modelRefresh->SetInfluenceDistancePointer(&driver->influenceDistance);
-  modelRefresh->SetNeighborListPointers(
-      1,
-      &driver->neighborCutoff,
-      &driver->modelWillNotRequestNeighborsOfNoncontributingParticles);
+  driver->PublishNeighbors(modelRefresh);
   if (!changed) return false;
   std::ostringstream message;
   message << kDriverLabel << ": the cutoff (" << p.cutoff

@@ -76,8 +76,20 @@ class KimGnnDriver
 
   // One compute: "" on success, else the error message.
   std::string Run(KIM::ModelComputeArguments const * const arguments);
-  // The neighbor list and influence distance, for Create and Refresh.
-  void SetNeighborValues();
+  // The neighbor list and influence distance, handed to the KIM API by
+  // Create and again by every Refresh (ClearThenRefresh() clears them):
+  // KimObject is KIM::ModelDriverCreate or KIM::ModelRefresh, which have the
+  // same two setters.
+  template <class KimObject>
+  void PublishNeighbors(KimObject * const kim)
+  {
+    neighborCutoff = params.cutoff;
+    influenceDistance = params.cutoff * params.numLayers;
+    modelWillNotRequestNeighborsOfNoncontributingParticles = 0;
+    kim->SetInfluenceDistancePointer(&influenceDistance);
+    kim->SetNeighborListPointers(
+        1, &neighborCutoff, &modelWillNotRequestNeighborsOfNoncontributingParticles);
+  }
 };
 }  // namespace kim_gnn
 

@@ -39,7 +39,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ..runtime import AtenAggregation, StagedRuntime
+from ..runtime import AtenAggregation, StagedModule, StagedRuntime
 
 
 class LinearHeadReadout(torch.nn.Module):
@@ -263,7 +263,7 @@ class ReceiverInteraction(torch.nn.Module):
         return self.reshape(message), sc
 
 
-class StagedMACE(torch.nn.Module):
+class StagedMACE(StagedModule):
     model_dtype: torch.dtype
     num_layers: int
     num_elements: int
@@ -378,19 +378,3 @@ class StagedMACE(torch.nn.Module):
         else:
             energy = torch.sum(torch.stack([node_e0] + node_es, dim=-1), dim=-1).to(torch.float64)
         return self.runtime.particle_energies(energy, plan, contributions)
-
-    @torch.jit.export
-    def energy_and_edge_vectors(
-        self,
-        species: torch.Tensor,
-        coordinates: torch.Tensor,
-        graphs: List[torch.Tensor],
-        contributions: torch.Tensor,
-    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
-        """forward's energies, and the edge vectors of every interaction's
-        graph with their edges in the caller's numbering
-        (``docs/per-atom-virials.md``)."""
-        vectors: List[torch.Tensor] = []
-        edges: List[torch.Tensor] = []
-        energy = self.forward(species, coordinates, graphs, contributions, vectors, edges)
-        return energy, vectors, edges

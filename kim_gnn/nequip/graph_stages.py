@@ -23,11 +23,11 @@ Each version's module subclasses ``StagedGraphNetwork`` and defines
 ``node_inputs`` and ``finish_energy``.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 
-from ..runtime import StagePlan, StagedRuntime
+from ..runtime import StagedModule, StagePlan, StagedRuntime
 
 ATOMIC_ENERGY = "atomic_energy"
 NODE_FEATURES = "node_features"
@@ -60,7 +60,7 @@ class NoSelfConnection(torch.nn.Module):
         return x
 
 
-class StagedGraphNetwork(torch.nn.Module):
+class StagedGraphNetwork(StagedModule):
     """``layers``: each ``forward(data, num_out, route)`` -> its
     ``out_field`` on the first ``num_out`` particles. ``readout_is_edgewise``
     flags the readout modules that run on the last graph's dict,
@@ -156,21 +156,6 @@ class StagedGraphNetwork(torch.nn.Module):
 
         energy = self.finish_energy(out[self.energy_field].reshape(-1))
         return self.runtime.particle_energies(energy, plan, contributions)
-
-    @torch.jit.export
-    def energy_and_edge_vectors(
-        self,
-        species: torch.Tensor,
-        coordinates: torch.Tensor,
-        graphs: List[torch.Tensor],
-        contributions: torch.Tensor,
-    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
-        """forward's energies, and the edge vectors of every layer's graph
-        with their edges in the caller's numbering (``docs/per-atom-virials.md``)."""
-        vectors: List[torch.Tensor] = []
-        edges: List[torch.Tensor] = []
-        energy = self.forward(species, coordinates, graphs, contributions, vectors, edges)
-        return energy, vectors, edges
 
     def node_inputs(self, species: torch.Tensor, coordinates: torch.Tensor, plan: StagePlan) -> Dict[str, torch.Tensor]:
         """``pos`` and ``atom_types`` of the particles of ``B_L``, in the plan's order."""

@@ -26,8 +26,8 @@ What the runtime owns (written once, for every architecture):
   used together with their edges in the CALLER's numbering (through
   ``plan.perm``). A staged module's loop (its ``forward``) takes two
   optional lists: the contract's ``forward`` call passes none (nothing is
-  recorded, no extra work); its exported ``energy_and_edge_vectors`` passes
-  them::
+  recorded, no extra work); its exported ``energy_and_edge_vectors``
+  (inherited from ``StagedModule``, ``staged_module.py``) passes them::
 
       def forward(self, species, coordinates, graphs, contributions,
                   vectors_out: Optional[List[Tensor]] = None, edges_out: Optional[List[Tensor]] = None):
