@@ -90,7 +90,7 @@ def _lammps_matches_the_original(item_dir, original, env, workdir):
 
 
 def test_readme_publishing_path_runs_as_written(clean_collection, nequip_models, tmp_path):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "core"))
     try:
         from test_readme import publishing_commands, readme_block
     finally:
