@@ -98,6 +98,24 @@ def cases(spec, names=CASES):
     return [c for c in battery(spec.species, spec.cutoff) if c.name in names]
 
 
+def assert_cuda_equals_cpu(what: str, spec, cpu, gpu):
+    """``cpu`` and ``gpu``: (energy, forces, per-atom virials or None) of one
+    structure. Asserts the differences are within ``tolerances(spec)`` and
+    returns them (relative energy, forces in eV/A, relative virials)."""
+    import numpy as np
+
+    energy_tol, force_tol, virial_tol = tolerances(spec)
+    energy = abs(cpu[0] - gpu[0]) / max(1.0, abs(cpu[0]))
+    forces = float(np.abs(cpu[1] - gpu[1]).max())
+    assert energy <= energy_tol, f"{what}: energy {cpu[0]} on the CPU, {gpu[0]} on CUDA"
+    assert forces <= force_tol, f"{what}: forces differ by {forces:.3g} eV/A"
+    virials = 0.0
+    if cpu[2] is not None:
+        virials = float(np.abs(cpu[2] - gpu[2]).max()) / max(1.0, float(np.abs(cpu[2]).max()))
+        assert virials <= virial_tol, f"{what}: per-atom virials differ by {virials:.3g}"
+    return energy, forces, virials
+
+
 def tolerances(spec):
     """(relative energy, force in eV/A, per-atom virial in eV) for CUDA
     against the CPU: the same model in another summation order."""

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from device_models import (carried_models, cases, model_names_for_collection, tolerances, toy_models, toy_plugin,
-                           unequal_bits_expected, uses_kernels)
+from device_models import (assert_cuda_equals_cpu, carried_models, cases, model_names_for_collection, toy_models,
+                           toy_plugin, unequal_bits_expected, uses_kernels)
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -40,22 +40,14 @@ def _executor(path, device):
 def test_cuda_equals_cpu(models, name):
     cpu, gpu = _executor(models[name], "cpu"), _executor(models[name], "cuda")
     virials = cpu.provides_virials
-    energy_tol, force_tol, virial_tol = tolerances(cpu.spec)
-    worst = {"energy": 0.0, "forces": 0.0, "virials": 0.0}
+    worst = [0.0, 0.0, 0.0]
     for case in cases(cpu.spec):
         a, b = cpu.run(case.atoms, virials=virials), gpu.run(case.atoms, virials=virials)
-        energy = abs(a.energy - b.energy) / max(1.0, abs(a.energy))
-        forces = float(np.abs(a.forces - b.forces).max())
-        assert energy <= energy_tol, f"{name} {case.name}: energy {a.energy} on the CPU, {b.energy} on CUDA"
-        assert forces <= force_tol, f"{name} {case.name}: forces differ by {forces:.3g} eV/A"
-        worst["energy"], worst["forces"] = max(worst["energy"], energy), max(worst["forces"], forces)
-        if virials:
-            scale = max(1.0, float(np.abs(a.virials).max()))
-            virial = float(np.abs(a.virials - b.virials).max()) / scale
-            assert virial <= virial_tol, f"{name} {case.name}: per-atom virials differ by {virial:.3g}"
-            worst["virials"] = max(worst["virials"], virial)
-    print(f"{name} ({cpu.spec.model_dtype}) CUDA vs CPU, largest differences: energy {worst['energy']:.3g} "
-          f"(relative), forces {worst['forces']:.3g} eV/A, per-atom virials {worst['virials']:.3g}")
+        found = assert_cuda_equals_cpu(f"{name} {case.name}", cpu.spec, (a.energy, a.forces, a.virials),
+                                       (b.energy, b.forces, b.virials))
+        worst = [max(w, v) for w, v in zip(worst, found)]
+    print(f"{name} ({cpu.spec.model_dtype}) CUDA vs CPU, largest differences: energy {worst[0]:.3g} "
+          f"(relative), forces {worst[1]:.3g} eV/A, per-atom virials {worst[2]:.3g}")
 
 
 @pytest.mark.parametrize("fuser", ["default", "off"])
