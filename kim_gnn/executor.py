@@ -14,6 +14,7 @@ gives the edge forces: per-particle virials by the edge-force decomposition
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
@@ -161,6 +162,30 @@ def _torch_inputs(graphs: StagedGraphs, device: str):
     return species, coordinates, edges, contributions
 
 
+def _forward(module, species, coordinates, edges, contributions):
+    """The driver's forward call: per-particle energies (element 0 of a tuple output)."""
+    out = module(species, coordinates, *edges, contributions)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _check_energy_output(energy_tensor) -> None:
+    if not isinstance(energy_tensor, torch.Tensor) or energy_tensor.dtype != contract.OUTPUT_DTYPE:
+        raise KimGnnError("converted model broke the contract: its energy output is not a float64 tensor")
+    if energy_tensor.dim() == 0:
+        raise KimGnnError("converted model broke the contract: its energy output is 0-dimensional")
+
+
+def energy_on_graphs(module, graphs: StagedGraphs, device: str = "cpu") -> float:
+    """The energy of one driver call without its backward: the same forward
+    (coordinates requiring grad, as the driver gives them), so the same
+    number as ``run_on_graphs(...).energy``, for callers that need only the
+    energy (finite differences)."""
+    species, coordinates, edges, contributions = _torch_inputs(graphs, device)
+    energy_tensor = _forward(module, species, coordinates, edges, contributions)
+    _check_energy_output(energy_tensor)
+    return float(energy_tensor.sum().detach())
+
+
 def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[float] = None, device: str = "cpu",
                   virials: bool = False, model_dtype: str = "float64") -> StagedResult:
     """One driver call on prepared staged graphs; with ``virials`` also the
@@ -177,12 +202,8 @@ def run_on_graphs(module, graphs: StagedGraphs, n_atoms: int, volume: Optional[f
         particle_virials = computed.virials.cpu().numpy()
         energy = energy_tensor.sum()
     else:
-        out = module(species, coordinates, *edges, contributions)
-        energy_tensor = out[0] if isinstance(out, (tuple, list)) else out
-    if not isinstance(energy_tensor, torch.Tensor) or energy_tensor.dtype != contract.OUTPUT_DTYPE:
-        raise KimGnnError("converted model broke the contract: its energy output is not a float64 tensor")
-    if energy_tensor.dim() == 0:
-        raise KimGnnError("converted model broke the contract: its energy output is 0-dimensional")
+        energy_tensor = _forward(module, species, coordinates, edges, contributions)
+    _check_energy_output(energy_tensor)
     if not virials:
         energy = energy_tensor.sum()
         energy.backward()
@@ -247,6 +268,13 @@ class StagedExecutor:
         self.device = device
         self.skin = float(skin)
 
+    def with_skin(self, skin: float) -> "StagedExecutor":
+        """The same loaded (frozen) model with another padding skin: the skin
+        changes only the graphs built for it, as in the driver."""
+        other = copy.copy(self)
+        other.skin = float(skin)
+        return other
+
     def build_graphs(self, atoms) -> StagedGraphs:
         return build_staged_graphs(atoms, self.spec.species, self.spec.cutoff, self.spec.num_layers, self.skin)
 
@@ -256,6 +284,10 @@ class StagedExecutor:
         from .virials import provides_virials
 
         return provides_virials(self.module)
+
+    def energy(self, atoms) -> float:
+        """``run(atoms).energy`` without the backward (``energy_on_graphs``)."""
+        return energy_on_graphs(self.module, self.build_graphs(atoms), self.device)
 
     def run(self, atoms, virials: bool = False) -> StagedResult:
         """One driver call; ``virials=True`` adds per-atom virials (and ASE

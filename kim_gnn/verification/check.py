@@ -110,7 +110,8 @@ class _Model:
         return self.executor.run(atoms)
 
     def energy(self, atoms) -> float:
-        return self.run(atoms).energy
+        """The energy of a driver call (its forward; the forces are not needed)."""
+        return self.executor.energy(atoms)
 
 
 def _scale(values) -> float:
