@@ -44,7 +44,9 @@ def evaluate(payload: dict) -> list:
         try:
             skin = float(job.get("skin", 0.0))
             if skin not in executors:
-                executors[skin] = StagedExecutor(payload["model"], skin=skin)
+                # loaded and frozen once, as the driver does; another skin only pads the graphs more
+                executors[skin] = (next(iter(executors.values())).with_skin(skin) if executors
+                                   else StagedExecutor(payload["model"], skin=skin))
             atoms = Atoms(numbers=job["numbers"], positions=job["positions"], cell=job["cell"], pbc=job["pbc"])
             # per-atom virials (energy_and_edge_vectors) where asked for and the model has them
             # (a second call: forward is what the checks above verify)
