@@ -176,10 +176,8 @@ def _check_energy_output(energy_tensor) -> None:
 
 
 def energy_on_graphs(module, graphs: StagedGraphs, device: str = "cpu") -> float:
-    """The energy of one driver call without its backward: the same forward
-    (coordinates requiring grad, as the driver gives them), so the same
-    number as ``run_on_graphs(...).energy``, for callers that need only the
-    energy (finite differences)."""
+    """``run_on_graphs(...).energy`` without the backward: the same forward on
+    the same inputs (finite differences need only the energy)."""
     species, coordinates, edges, contributions = _torch_inputs(graphs, device)
     energy_tensor = _forward(module, species, coordinates, edges, contributions)
     _check_energy_output(energy_tensor)
@@ -269,8 +267,7 @@ class StagedExecutor:
         self.skin = float(skin)
 
     def with_skin(self, skin: float) -> "StagedExecutor":
-        """The same loaded (frozen) model with another padding skin: the skin
-        changes only the graphs built for it, as in the driver."""
+        """The same loaded (frozen) model with another padding skin (it pads the graphs only)."""
         other = copy.copy(self)
         other.skin = float(skin)
         return other
