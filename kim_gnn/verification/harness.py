@@ -30,7 +30,7 @@ from ..graphs import check_structure, species_indices
 from .atomic_virials_reference import check_case_atomic_virials
 from .finite_difference import richardson_derivative
 from .fresh import run_fresh
-from .structures import Case, Expected, battery, property_cases
+from .structures import Case, Expected, battery, property_cases, structure_fingerprint
 from .tolerances import FD_NOISE, FD_STRAIN, TOLERANCES, tolerances_for  # noqa: F401 (TOLERANCES: re-exported)
 
 
@@ -54,6 +54,9 @@ class CaseReport:
     atomic_virial_limit: Optional[float] = None
     n_particles: Optional[int] = None
     n_edges: Optional[List[int]] = None
+    #: ``structures.structure_fingerprint`` of the structure both sides evaluated
+    #: (the same bytes in every run: the battery is seeded).
+    structure_sha256: Optional[str] = None
     notes: str = ""
     error: Optional[str] = None
 
@@ -304,6 +307,18 @@ def _compare(case: Case, expected: Expected, got: dict, tol: Dict[str, float]) -
     return report
 
 
+def _structure_changed(case: Case, fingerprint: str, reference_fingerprint: str, got: dict) -> Optional[str]:
+    """Why the two sides did not evaluate the structure the battery built
+    (None when they did): the fresh process rebuilt other bytes, or the
+    structure (or its reference) was changed in place while the original ran."""
+    if structure_fingerprint(case.atoms) != fingerprint or structure_fingerprint(case.reference) != reference_fingerprint:
+        return "harness: the structure was changed in place while the original model was evaluated"
+    if got.get("structure_sha256") != fingerprint:
+        return (f"harness: the fresh process evaluated another structure (fingerprint {got.get('structure_sha256')} "
+                f"instead of {fingerprint})")
+    return None
+
+
 def _original_with_stress(reference_model, atoms, model_dtype: str, tol: Dict[str, float]):
     """The original's result, with a stress wherever the structure has one:
     by finite differences of the original's energy if the original gives
@@ -370,6 +385,12 @@ def verify(
             model_dtype=spec.model_dtype, tolerances=tol, environment=report_environment(adapter, spec),
         )
 
+        # What each side must evaluate, to the last bit: a structure changed on
+        # the way (mutated in place, rebuilt differently in the fresh process)
+        # is an error of the harness, never a small difference.
+        fingerprints = [structure_fingerprint(c.atoms) for c in cases]
+        reference_fingerprints = [structure_fingerprint(c.reference) for c in cases]
+
         # Original side, in this process (no kim_gnn staged code involved).
         expectations: Dict[int, Optional[Expected]] = {}
         errors: Dict[int, str] = {}
@@ -395,6 +416,10 @@ def verify(
         results = run_converted_in_fresh_process(model_file, [_atoms_job(c) for c in cases], wrapped)
 
     for k, (case, got) in enumerate(zip(cases, results)):
+        if k not in errors and "error" not in got:
+            problem = _structure_changed(case, fingerprints[k], reference_fingerprints[k], got)
+            if problem:
+                errors[k] = problem
         if k in errors or "error" in got:
             report.cases.append(CaseReport(
                 name=case.name, n_atoms=len(case.atoms), passed=False, notes=case.notes,
@@ -402,6 +427,7 @@ def verify(
             ))
             continue
         report.cases.append(_compare(case, expectations[k], got, tol))
+        report.cases[-1].structure_sha256 = fingerprints[k]
         check_case_atomic_virials(report.cases[-1], reference_model, case.atoms, got, spec.model_dtype)
         report.samples.append(_sample(case, expectations[k], got))
     report.seconds = time.time() - start
