@@ -5,6 +5,7 @@ otherwise in the fresh process) is an error of the harness, never a small
 difference on one structure (the intermittent ``rattled_bulk`` failure that
 prompted this: kim_gnn/verification/harness.py, ``_structure_changed``)."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -83,6 +84,54 @@ def test_verify_twice_gives_the_same_numbers_on_the_same_structures(toy_source):
             "max_stress_error", "max_atomic_energy_error", "n_particles", "n_edges")
     first, second = ([tuple(getattr(c, k) for k in keys) for c in r.cases] for r in runs)
     assert first == second
+    # each side, called again on the first structure after all others, to rounding
+    tol = runs[0].tolerances
+    for report in runs:
+        repeat = report.cases[0].repeat_differences
+        assert set(repeat) == {"original", "converted"}
+        for d in repeat.values():
+            assert d["energy_per_atom"] <= tol["energy_per_atom"] / 10 and d["forces"] <= tol["forces"] / 10
+        assert all(c.repeat_differences is None for c in report.cases[1:])
+
+
+def test_a_side_that_is_not_reproducible_is_named(toy_source, monkeypatch):
+    import toy_kim_adapter as toy
+
+    from kim_gnn.verification import harness
+    from kim_gnn.verification.structures import battery
+
+    calls = []
+    original_of = harness.detect_adapter
+
+    def drifting_adapter(path):
+        adapter = original_of(path)
+        make = adapter.original
+
+        def original(*args, **kwargs):
+            model = make(*args, **kwargs)
+            evaluate = model.evaluate
+
+            def drifting(atoms):
+                r = evaluate(atoms)
+                calls.append(1)
+                if len(calls) > 1:  # from the second call on, as a model that warms up to other numbers
+                    r.energy += 1e-6
+                    r.forces = r.forces + 1e-6
+                return r
+
+            model.evaluate = drifting
+            return model
+
+        return dataclasses.replace(adapter, original=original)
+
+    monkeypatch.setattr(harness, "detect_adapter", drifting_adapter)
+    atoms = battery(("Si",), 4.0)[0].atoms
+    report = harness.verify(toy_source, toy.convert_toy(toy_source), structures=[atoms], include_builtin=False)
+    (case,) = report.cases
+    assert case.repeat_differences["original"]["forces"] == pytest.approx(1e-6)
+    assert case.repeat_differences["converted"]["forces"] <= report.tolerances["forces"] / 10
+    assert "the original model is not reproducible here" in case.notes
+    assert "the original model is not reproducible here" in report.summary()
 
 
 def test_a_structure_changed_while_the_original_runs_is_an_error(toy_source, monkeypatch):
