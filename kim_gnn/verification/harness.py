@@ -7,7 +7,7 @@ the TorchML driver runs it, in a fresh Python process with torch's default
 settings (default dtype float32, as in the C++ driver) in which the
 architecture packages and e3nn cannot be imported.
 
-One module (about 400 lines) on purpose: the comparison of one structure
+One module (about 470 lines) on purpose: the comparison of one structure
 (original side, converted side in a fresh process, per-quantity errors against
 one tolerance table) is one pipeline read top to bottom; its parts that stand
 alone are already separate modules in this package (tolerances,
