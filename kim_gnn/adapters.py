@@ -32,6 +32,10 @@ conversion but a converted model must never need (the fresh process that
 adapter unimportable: ``blocked_import_names``), and ``environment_hint``,
 how to get an environment that converts its models (core and adapters alike
 ask ``environment_hint(name)``, so no adapter imports another's module).
+
+One module (about 330 lines) on purpose: the record, the registry and the
+detection it serves are one concept, and every caller (the CLI, the
+harness, ``kim_gnn/__init__.py``'s exports) asks this one place.
 """
 
 import os

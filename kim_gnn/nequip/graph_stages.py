@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..runtime import StagedModule, StagePlan, StagedRuntime
+from ..runtime import AtenAggregation, StagedModule, StagePlan, StagedRuntime
 
 ATOMIC_ENERGY = "atomic_energy"
 NODE_FEATURES = "node_features"
@@ -58,6 +58,41 @@ class NoSelfConnection(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         return x
+
+
+class ReceiverConvLayer(torch.nn.Module):
+    """What both versions' ``ReceiverLayer`` share of nequip's
+    ``ConvNetLayer(InteractionBlock)``: the self-connection on the receivers
+    (``self_connection``) and, after the convolution, ``+ sc``, the gate and
+    the residual (``gate``), in nequip's order. Each version's subclass does
+    the convolution between the two with the runtime's ``aggregation``."""
+
+    has_sc: bool
+    resnet: bool
+    out_field: str
+
+    def __init__(self, layer: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
+        super().__init__()
+        self.out_field = NODE_FEATURES
+        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        sc = getattr(layer.conv, "sc", None)
+        self.has_sc = isinstance(sc, torch.nn.Module)
+        self.sc = sc if self.has_sc else NoSelfConnection()
+        self.nonlin = layer.equivariant_nonlin
+        self.resnet = bool(layer.resnet)
+
+    def self_connection(self, x_out: torch.Tensor, node_attrs_out: torch.Tensor) -> torch.Tensor:
+        if self.has_sc:
+            return self.sc(x_out, node_attrs_out)
+        return x_out
+
+    def gate(self, y: torch.Tensor, sc: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+        if self.has_sc:
+            y = y + sc
+        y = self.nonlin(y)
+        if self.resnet:
+            y = x_out + y
+        return y
 
 
 class StagedGraphNetwork(StagedModule):

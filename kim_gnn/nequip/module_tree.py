@@ -4,6 +4,8 @@ with these)."""
 
 import torch
 
+from ..errors import UnsupportedModelError
+
 #: The pair potentials nequip adds to the per-atom energy after the network.
 PAIR_POTENTIALS = ("ZBL", "LennardJones", "SimpleLennardJones")
 
@@ -18,3 +20,13 @@ def class_name(module) -> str:
     if isinstance(module, torch.jit.ScriptModule):
         return str(getattr(module, "original_name", type(module).__name__))
     return type(module).__name__
+
+
+def refuse_module(name: str, kind: str, after_layers: bool) -> UnsupportedModelError:
+    """The error for a child of the network that neither family knows: its
+    locality cannot be proven, so it is not converted."""
+    where = "after" if after_layers else "before"
+    return UnsupportedModelError(
+        f"unsupported module {name!r} ({kind}) {where} the message-passing layers: "
+        "kim-gnn cannot prove it local, so it will not convert it"
+    )

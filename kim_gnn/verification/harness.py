@@ -7,7 +7,7 @@ the TorchML driver runs it, in a fresh Python process with torch's default
 settings (default dtype float32, as in the C++ driver) in which the
 architecture packages and e3nn cannot be imported.
 
-One module (about 400 lines) on purpose: the comparison of one structure
+One module (about 470 lines) on purpose: the comparison of one structure
 (original side, converted side in a fresh process, per-quantity errors against
 one tolerance table) is one pipeline read top to bottom; its parts that stand
 alone are already separate modules in this package (tolerances,
@@ -30,7 +30,7 @@ from ..graphs import check_structure, species_indices
 from .atomic_virials_reference import check_case_atomic_virials
 from .finite_difference import richardson_derivative
 from .fresh import run_fresh
-from .structures import Case, Expected, battery, property_cases
+from .structures import Case, Expected, battery, property_cases, structure_fingerprint
 from .tolerances import FD_NOISE, FD_STRAIN, TOLERANCES, tolerances_for  # noqa: F401 (TOLERANCES: re-exported)
 
 
@@ -54,6 +54,13 @@ class CaseReport:
     atomic_virial_limit: Optional[float] = None
     n_particles: Optional[int] = None
     n_edges: Optional[List[int]] = None
+    #: ``structures.structure_fingerprint`` of the structure both sides evaluated
+    #: (the same bytes in every run: the battery is seeded).
+    structure_sha256: Optional[str] = None
+    #: First structure only: how far each side's result moved when that side
+    #: was called on it again after every other structure ({'original' |
+    #: 'converted': {'energy_per_atom': eV, 'forces': eV/A}}; 0.0: the same bits).
+    repeat_differences: Optional[Dict[str, Dict[str, float]]] = None
     notes: str = ""
     error: Optional[str] = None
 
@@ -116,6 +123,7 @@ class VerificationReport:
                 f"{fmt(c.energy_error_per_atom):>10} {fmt(c.max_force_error):>10} {fmt(c.max_stress_error):>10} "
                 f"{fmt(c.max_atomic_energy_error):>10}  {result}"
             )
+            lines += [f"{'':<22} {part.strip()}" for part in c.notes.split(";") if "not reproducible" in part]
         n_fail = len(self.failures)
         lines.append(
             f"{'PASSED' if self.passed else 'FAILED'}: {len(self.cases) - n_fail} passed, {n_fail} failed "
@@ -304,11 +312,41 @@ def _compare(case: Case, expected: Expected, got: dict, tol: Dict[str, float]) -
     return report
 
 
-def _structure_key(atoms) -> tuple:
-    """Equal for equal structures: the property checks' reference structures
-    are copies of battery structures, whose original results are reused."""
-    return (atoms.numbers.tobytes(), np.asarray(atoms.positions, dtype=np.float64).tobytes(),
-            np.asarray(atoms.cell.array, dtype=np.float64).tobytes(), np.asarray(atoms.pbc).tobytes())
+def _structure_changed(case: Case, fingerprint: str, reference_fingerprint: str, got: dict) -> Optional[str]:
+    """Why the two sides did not evaluate the structure the battery built
+    (None when they did): the fresh process rebuilt other bytes, or the
+    structure (or its reference) was changed in place while the original ran."""
+    if structure_fingerprint(case.atoms) != fingerprint or structure_fingerprint(case.reference) != reference_fingerprint:
+        return "harness: the structure was changed in place while the original model was evaluated"
+    if got.get("structure_sha256") != fingerprint:
+        return (f"harness: the fresh process evaluated another structure (fingerprint {got.get('structure_sha256')} "
+                f"instead of {fingerprint})")
+    return None
+
+
+def _repeat_differences(report: CaseReport, expected: Expected, original_again, got: dict, tol: Dict[str, float]) -> None:
+    """Each side called again on the first structure (warm, after every
+    other structure): the largest change of energy per atom and forces,
+    in the report; a change beyond a tenth of the tolerance (far above
+    rounding) is noted with the side that made it. Pass/fail stays the
+    comparison's."""
+    n = report.n_atoms
+    again = {}
+    if original_again is not None:
+        again["original"] = (expected, original_again.energy, original_again.forces)
+    if got.get("repeat") is not None:
+        again["converted"] = (got, got["repeat"]["energy"], got["repeat"]["forces"])
+    report.repeat_differences = {}
+    for side, (first, energy, forces) in again.items():
+        first_energy = first.energy if side == "original" else first["energy"]
+        first_forces = first.forces if side == "original" else first["forces"]
+        d = {"energy_per_atom": float(abs(energy - first_energy) / n),
+             "forces": float(np.abs(np.asarray(forces) - np.asarray(first_forces)).max(initial=0.0))}
+        report.repeat_differences[side] = d
+        if d["energy_per_atom"] > tol["energy_per_atom"] / 10 or d["forces"] > tol["forces"] / 10:
+            report.notes = "; ".join(filter(None, [report.notes, (
+                f"the {side} model is not reproducible here: called again it gave |dE|/atom "
+                f"{d['energy_per_atom']:.2e} eV, max|dF| {d['forces']:.2e} eV/A")]))
 
 
 def _original_with_stress(reference_model, atoms, model_dtype: str, tol: Dict[str, float]):
@@ -377,15 +415,22 @@ def verify(
             model_dtype=spec.model_dtype, tolerances=tol, environment=report_environment(adapter, spec),
         )
 
+        # What each side must evaluate, to the last bit: a structure changed on
+        # the way (mutated in place, rebuilt differently in the fresh process)
+        # is an error of the harness, never a small difference.
+        fingerprints = [structure_fingerprint(c.atoms) for c in cases]
+        reference_fingerprints = [structure_fingerprint(c.reference) for c in cases]
+
         # Original side, in this process (no kim_gnn staged code involved).
         expectations: Dict[int, Optional[Expected]] = {}
         errors: Dict[int, str] = {}
-        reference_cache: Dict[tuple, object] = {}
+        reference_cache: Dict[str, object] = {}
         for k, case in enumerate(cases):
             if progress:
                 progress(f"original  [{k + 1}/{len(cases)}] {case.name}")
             try:
-                key = _structure_key(case.reference)
+                # by content: the property checks' reference structures are copies of battery structures
+                key = reference_fingerprints[k]
                 if key not in reference_cache:
                     reference_cache[key] = _original_with_stress(reference_model, case.reference, spec.model_dtype, tol)
                 r, stress_tolerance = reference_cache[key]
@@ -397,11 +442,23 @@ def verify(
             except KimGnnError as exc:
                 errors[k] = f"original model: {exc}"
 
+        # The first structure once more on the original, last (warm): see _repeat_differences.
+        repeat_original = None
+        if 0 in expectations and cases[0].map_result is None:
+            try:
+                repeat_original = reference_model.evaluate(cases[0].reference)
+            except KimGnnError as exc:
+                errors[0] = f"original model: called again: {exc}"
+
         # Converted side, in a fresh process.
         wrapped = None if progress is None else (lambda msg: progress("converted " + msg))
         results = run_converted_in_fresh_process(model_file, [_atoms_job(c) for c in cases], wrapped)
 
     for k, (case, got) in enumerate(zip(cases, results)):
+        if k not in errors and "error" not in got:
+            problem = _structure_changed(case, fingerprints[k], reference_fingerprints[k], got)
+            if problem:
+                errors[k] = problem
         if k in errors or "error" in got:
             report.cases.append(CaseReport(
                 name=case.name, n_atoms=len(case.atoms), passed=False, notes=case.notes,
@@ -409,6 +466,9 @@ def verify(
             ))
             continue
         report.cases.append(_compare(case, expectations[k], got, tol))
+        report.cases[-1].structure_sha256 = fingerprints[k]
+        if k == 0:
+            _repeat_differences(report.cases[-1], expectations[0], repeat_original, got, tol)
         check_case_atomic_virials(report.cases[-1], reference_model, case.atoms, got, spec.model_dtype)
         report.samples.append(_sample(case, expectations[k], got))
     report.seconds = time.time() - start

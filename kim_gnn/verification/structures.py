@@ -5,6 +5,7 @@ distance is set from the cutoff so that every structure has edges, and atoms
 never get close enough for a repulsive pair term to blow up.
 """
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
@@ -40,6 +41,17 @@ class Expected:
     #: absolute stress tolerance where the default does not apply (a stress
     #: from finite differences carries their error)
     stress_tolerance: Optional[float] = None
+
+
+def structure_fingerprint(atoms) -> str:
+    """SHA-256 (first 16 hex digits) of the exact bytes a model is given:
+    atomic numbers, positions, cell and pbc. Equal fingerprints: the same
+    structure to the last bit (verify checks that both sides evaluated it)."""
+    digest = hashlib.sha256()
+    for array, dtype in ((atoms.numbers, np.int64), (atoms.positions, np.float64),
+                         (atoms.cell.array, np.float64), (atoms.pbc, np.uint8)):
+        digest.update(np.ascontiguousarray(np.asarray(array, dtype=dtype)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def nearest_neighbor_distance(cutoff: float) -> float:

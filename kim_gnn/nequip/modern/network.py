@@ -32,7 +32,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from ...errors import UnsupportedModelError
-from ..module_tree import PAIR_POTENTIALS, SCALAR_TYPE_CODES, class_name
+from ..module_tree import PAIR_POTENTIALS, SCALAR_TYPE_CODES, class_name, refuse_module
 
 #: Inputs a local model may read (GraphModel's standard fields); anything
 #: else (total charge, spin, external fields) is per-structure data.
@@ -201,11 +201,7 @@ def split_network(func) -> Tuple[str, list, list, list, list, List[str]]:
         elif layers and kind in READOUT_MODULES:
             readout.append(module)
         else:
-            where = "after" if layers else "before"
-            raise UnsupportedModelError(
-                f"unsupported module {name!r} ({kind}) {where} the message-passing layers: "
-                "kim-gnn cannot prove it local, so it will not convert it"
-            )
+            raise refuse_module(name, kind, bool(layers))
     if not layers:
         raise UnsupportedModelError("the model has neither message-passing layers (ConvNetLayer) nor an Allegro module")
     if not node:

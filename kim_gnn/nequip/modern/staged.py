@@ -35,10 +35,10 @@ from typing import Dict, List, Optional
 import torch
 
 from ...runtime import AtenAggregation, StagePlan, StagedRuntime
-from ..graph_stages import ATOMIC_ENERGY, NODE_FEATURES, NoSelfConnection, StagedGraphNetwork
+from ..graph_stages import ATOMIC_ENERGY, ReceiverConvLayer, StagedGraphNetwork
 
 
-class ReceiverLayer(torch.nn.Module):
+class ReceiverLayer(ReceiverConvLayer):
     """A nequip >= 0.7 ``ConvNetLayer(InteractionBlock)`` whose node-wise work
     after the convolution runs only on the first ``num_out`` particles (the
     receivers it is asked for). The parts of the layer are called in
@@ -55,32 +55,19 @@ class ReceiverLayer(torch.nn.Module):
     receiver-sorted edges) along the ``route`` the runtime planned.
     """
 
-    has_sc: bool
-    resnet: bool
-    out_field: str
-
     def __init__(self, layer: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
-        super().__init__()
-        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        super().__init__(layer, aggregation)
         conv = layer.conv
         self.linear_1 = conv.linear_1
         self.norm = conv.avg_num_neighbors_norm
         self.tp = conv.tp_scatter.tp
         self.edge_mlp = conv.edge_mlp
         self.linear_2 = conv.linear_2
-        sc = getattr(conv, "sc", None)
-        self.has_sc = isinstance(sc, torch.nn.Module)
-        self.sc = sc if self.has_sc else NoSelfConnection()
-        self.nonlin = layer.equivariant_nonlin
-        self.resnet = bool(layer.resnet)
-        self.out_field = NODE_FEATURES
 
     def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
         x = data["node_features"]
         x_out = x[:num_out]
-        sc = x_out
-        if self.has_sc:
-            sc = self.sc(x_out, data["node_attrs"][:num_out])
+        sc = self.self_connection(x_out, data["node_attrs"][:num_out])
         # nequip's per-type normalisation reads the atom types from the dict
         normed: Dict[str, torch.Tensor] = {"node_features": self.linear_1(x), "atom_types": data["atom_types"]}
         h = self.norm(normed)["node_features"]
@@ -88,12 +75,7 @@ class ReceiverLayer(torch.nn.Module):
         edge_features = self.tp(self.aggregation.gather(h, edge_index[1], route), data["edge_attrs"],
                                 self.edge_mlp(data["edge_embedding"]))
         y = self.linear_2(self.aggregation.scatter(edge_features, edge_index[0], num_out, route))
-        if self.has_sc:
-            y = y + sc
-        y = self.nonlin(y)
-        if self.resnet:
-            y = x_out + y
-        return y
+        return self.gate(y, sc, x_out)
 
 
 class ReceiverEdgewiseReduce(torch.nn.Module):

@@ -35,7 +35,7 @@ from ...contract import StagedModelSpec
 from ...archives import load_torchscript
 from ...errors import KimGnnError, UnsupportedModelError, first_line
 from ..graph_stages import WholeLayer
-from ..module_tree import PAIR_POTENTIALS, SCALAR_TYPE_CODES
+from ..module_tree import PAIR_POTENTIALS, SCALAR_TYPE_CODES, refuse_module
 from ..module_tree import class_name as _original_name
 from .scalar_last import ScalarOnlyLastLayer
 from .staged import ReceiverLayer, StagedNequIP
@@ -238,11 +238,7 @@ def _split_network(func) -> Tuple[list, list, list, list, str, List[str]]:
             readout.append(child)
             pair_styles.append(kind)
         else:
-            where = "after" if layers else "before"
-            raise UnsupportedModelError(
-                f"unsupported module {name!r} ({kind}) {where} the message-passing layers: "
-                "kim-gnn cannot prove it local, so it will not convert it"
-            )
+            raise refuse_module(name, kind, bool(layers))
     if not layers:
         raise UnsupportedModelError("the model has no message-passing (ConvNetLayer) layers")
     if not edge_encoders:

@@ -80,24 +80,11 @@ def example_config(
     return config
 
 
-def build_example_nequip(
-    out_file,
-    species: Sequence[str] = DEFAULT_SPECIES,
-    num_layers: int = 2,
-    l_max: int = 1,
-    r_max: float = 4.0,
-    num_features: int = 8,
-    model_dtype: str = "float64",
-    zbl: bool = False,
-    seed: int = 0,
-    global_scale: Optional[float] = 1.7,
-    pair_style: Optional[str] = None,
-    forces_only: bool = False,
-    resnet: bool = False,
-    use_sc: bool = True,
-    parity: bool = True,
-) -> str:
-    """Write a seeded random NequIP deployed model to ``out_file``; returns its path."""
+def build_example_nequip(out_file, global_scale: Optional[float] = 1.7, **options) -> str:
+    """Write a seeded random NequIP deployed model to ``out_file``; returns its path.
+    ``options``: ``example_config``'s (species, num_layers, l_max, r_max,
+    num_features, model_dtype, zbl, seed, pair_style, forces_only, resnet,
+    use_sc, parity); ``global_scale`` is set into the deployed model."""
     import logging
 
     import torch
@@ -116,11 +103,13 @@ def build_example_nequip(
         raise KimGnnError(f"building the example NequIP model needs nequip 0.6.x installed ({exc})") from None
 
     out_file = os.fspath(out_file)
+    if "workdir" in options:
+        raise TypeError("build_example_nequip builds in a temporary directory of its own: no workdir")
+    seed = options.get("seed", 0)
     previous_dtype = torch.get_default_dtype()
     previous_level = logging.getLogger().level
     with tempfile.TemporaryDirectory(prefix="kim-gnn-nequip-") as tmp:
-        config = example_config(species, num_layers, l_max, r_max, num_features, model_dtype, zbl, seed, tmp, pair_style,
-                                forces_only, resnet, use_sc, parity)
+        config = example_config(workdir=tmp, **options)
         config_file = os.path.join(tmp, "config.yaml")
         with open(config_file, "w") as fh:
             yaml.safe_dump(config, fh)

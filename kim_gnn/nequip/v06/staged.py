@@ -26,11 +26,11 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ...runtime import AtenAggregation, StagePlan, StagedRuntime
-from ..graph_stages import NoSelfConnection, StagedGraphNetwork
+from ...runtime import StagePlan, StagedRuntime
+from ..graph_stages import ReceiverConvLayer, StagedGraphNetwork
 
 
-class ReceiverLayer(torch.nn.Module):
+class ReceiverLayer(ReceiverConvLayer):
     """A ``ConvNetLayer(InteractionBlock)`` whose node-wise work after the
     convolution runs only on the first ``num_out`` particles (the receivers
     it is asked for): the parts of the scripted layer are called in NequIP's
@@ -46,26 +46,16 @@ class ReceiverLayer(torch.nn.Module):
     ``route`` the runtime planned for this layer's edges.
     """
 
-    has_sc: bool
-    resnet: bool
     has_avg: bool
     avg_num_neighbors: float
-    out_field: str
 
     def __init__(self, layer: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
-        super().__init__()
-        self.out_field = "node_features"
-        self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        super().__init__(layer, aggregation)
         conv = layer.conv
         self.fc = conv.fc
         self.linear_1 = conv.linear_1
         self.tp = conv.tp
         self.linear_2 = conv.linear_2
-        sc = getattr(conv, "sc", None)
-        self.has_sc = isinstance(sc, torch.nn.Module)
-        self.sc = sc if self.has_sc else NoSelfConnection()
-        self.nonlin = layer.equivariant_nonlin
-        self.resnet = bool(layer.resnet)
         avg = getattr(conv, "avg_num_neighbors", None)
         self.has_avg = avg is not None
         self.avg_num_neighbors = float(avg) if avg is not None else 1.0
@@ -76,22 +66,14 @@ class ReceiverLayer(torch.nn.Module):
         edge_src = data["edge_index"][1]
         edge_dst = data["edge_index"][0]
         x_out = x[:num_out]
-        sc = x_out
-        if self.has_sc:
-            sc = self.sc(x_out, data["node_attrs"][:num_out])
+        sc = self.self_connection(x_out, data["node_attrs"][:num_out])
         h = self.linear_1(x)
         edge_features = self.tp(self.aggregation.gather(h, edge_src, route), data["edge_attrs"], weight)
         if self.has_avg:
             edge_features = edge_features.div(self.avg_num_neighbors**0.5)
         # torch_runstats' scatter sum, into num_out rows
         aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, route)
-        y = self.linear_2(aggregated)
-        if self.has_sc:
-            y = y + sc
-        y = self.nonlin(y)
-        if self.resnet:
-            y = x_out + y
-        return y
+        return self.gate(self.linear_2(aggregated), sc, x_out)
 
 
 class StagedNequIP(StagedGraphNetwork):
