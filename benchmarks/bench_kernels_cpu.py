@@ -27,7 +27,8 @@ Run::
 
     .venv/bin/python benchmarks/bench_kernels_cpu.py [--replicas 4 8] [--repeats 5] [--threads 1 2]
 
-Writes ``kernels_cpu.json`` to ``--out`` (benchmarks/results by default):
+Writes ``kernels_cpu.json`` and ``kernels_cpu.png`` (kernels / aten over
+atoms) to ``--out`` (benchmarks/results by default):
 per side, op, graph and thread count the min and median wall seconds and the
 min CPU seconds of the process (all threads: a thread that waits for
 another at the end of a parallel loop spins and counts); ``ratio`` = kernels
@@ -48,7 +49,7 @@ import time
 
 import torch
 
-from _bench_common import RESULTS_DIR, progress, si_supercell
+from _bench_common import RESULTS_DIR, finish_atoms_plot, progress, si_supercell
 
 from kim_gnn import kernels
 from kim_gnn.graphs import build_staged_graphs
@@ -190,6 +191,28 @@ def main(argv=None) -> None:
     with open(path, "w") as f:
         json.dump({"meta": meta, "runs": rows}, f, indent=1)
     progress(f"wrote {path}")
+    write_plot(rows, meta, os.path.join(args.out, "kernels_cpu.png"))
+    progress(f"wrote {os.path.join(args.out, 'kernels_cpu.png')}")
+
+
+def write_plot(rows, meta: dict, path: str) -> None:
+    """kernels / aten (min wall time of all the ops of a call) over atoms,
+    one line per model, dtype and thread count; 1 = even."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    lines = sorted({(r["arch"], r["dtype"], r["threads"]) for r in rows})
+    for arch, dtype, threads in lines:
+        mine = sorted((r for r in rows if (r["arch"], r["dtype"], r["threads"]) == (arch, dtype, threads)),
+                      key=lambda r: r["n_atoms"])
+        ax.plot([r["n_atoms"] for r in mine], [r["total_ratio"] for r in mine], marker="o",
+                ls="-" if dtype == "float64" else "--", label=f"{arch} {dtype} {threads} thread(s)")
+    ax.axhline(1.0, color="grey", lw=1)
+    finish_atoms_plot(fig, ax, path, "kernels / aten (gathers, scatters, plan)",
+                      f"CPU aggregation, kernels vs aten\n{meta['date']}, torch {meta['torch']}, {meta['cpus']} CPUs")
 
 
 if __name__ == "__main__":
