@@ -13,19 +13,6 @@ sys.path.insert(0, os.path.join(TESTS, "plugins"))
 DATA = os.path.join(TESTS, "data", "forward_before_virials")
 
 
-@pytest.fixture
-def toy_source(tmp_path):
-    import toy_kim_adapter as toy
-
-    import kim_gnn
-    from kim_gnn.adapters import register_adapter, unregister_adapter
-
-    register_adapter(toy.ADAPTER)
-    yield toy.write_example(str(tmp_path / "m.toygnn"))
-    unregister_adapter("toy")
-    kim_gnn.__dict__.pop("convert_toy", None)
-
-
 def test_verify_reports_the_largest_per_atom_virial_difference(toy_source):
     import toy_kim_adapter as toy
 
