@@ -5,7 +5,6 @@ edge-force decomposition (kim_gnn/verification/atomic_virials_reference.py)."""
 import os
 import sys
 
-
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 sys.path.insert(0, os.path.join(TESTS, "plugins"))
 
