@@ -57,16 +57,31 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def timed(call, repeats: int, warmup: int):
-    """Median and min wall time of ``call()`` over ``repeats`` runs, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
-    seconds = []
+def synchronize(device=None) -> None:
+    """Wait for a CUDA device's queued work (``device`` a torch.device or
+    "cuda..."); nothing on the CPU."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_calls(call, repeats: int, warmup: int, device=None):
+    """(median and min wall time of ``call()`` over ``repeats`` runs, the
+    ``warmup`` untimed runs' results, the timed runs' results); on CUDA each
+    run is timed to the end of its queued work."""
+    warm = [call() for _ in range(warmup)]
+    synchronize(device)
+    seconds, results = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        call()
+        results.append(call())
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}, warm, results
+
+
+def timed(call, repeats: int, warmup: int, device=None):
+    """Median and min wall time of ``call()`` over ``repeats`` runs, after ``warmup`` untimed ones."""
+    return timed_calls(call, repeats, warmup, device)[0]
 
 
 def si_supercell(replicas: int, seed: int):

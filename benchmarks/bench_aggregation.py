@@ -40,7 +40,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench_common import RESULTS_DIR, OtherCpuLoad, progress  # noqa: E402
+from _bench_common import RESULTS_DIR, OtherCpuLoad, progress, timed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -61,24 +61,6 @@ def parse_args(argv=None):
     if args.quick:
         args.edges, args.features, args.repeats, args.warmup = [200_000], [64], 2, 1
     return args
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(call, device, repeats, warmup):
-    for _ in range(warmup):
-        call()
-    synchronize(device)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}
 
 
 def methods(device):
@@ -153,8 +135,8 @@ def run_one(kind, forward, p, device, args):
         out, grad = fwd_bwd()
         return out.detach().cpu(), grad.detach().cpu()
 
-    row = {"forward": timed(fwd, device, args.repeats, args.warmup),
-           "forward_backward": timed(fwd_bwd, device, args.repeats, args.warmup)}
+    row = {"forward": timed(fwd, args.repeats, args.warmup, device),
+           "forward_backward": timed(fwd_bwd, args.repeats, args.warmup, device)}
     # bit-identical: repeated calls, and (CPU) 1 thread vs the threads in use
     first, second = results(), results()
     row["repeat_identical"] = bool(torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]))

@@ -37,7 +37,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from _bench_common import RESULTS_DIR, finish_atoms_plot, progress, run_meta, si_supercell, write_results  # noqa: E402
+from _bench_common import (RESULTS_DIR, finish_atoms_plot, progress, run_meta, si_supercell, timed_calls,  # noqa: E402
+                           write_results)
 
 from kim_gnn.executor import cell_volume, load_staged_model, run_on_graphs  # noqa: E402
 from kim_gnn.graphs import build_staged_graphs  # noqa: E402
@@ -60,22 +61,6 @@ def parse_args(argv=None):
     if args.quick:
         args.replicas, args.repeats, args.warmup = [2, 4], 1, 1
     return args
-
-
-def timed(call, device, repeats, warmup):
-    """Timing of the ``repeats`` calls after ``warmup`` ones; (timing, warm-up results, timed results)."""
-    warm = [call() for _ in range(warmup)]
-    results = []
-    seconds = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        results.append(call())
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}, warm, results
 
 
 def same_bits(results) -> bool:
@@ -115,7 +100,7 @@ def bench_model(name, path, args):
                 torch.cuda.reset_peak_memory_stats()
             call = lambda: run_on_graphs(module, graphs, len(atoms), cell_volume(atoms), device,  # noqa: E731
                                          model_dtype=spec.model_dtype)
-            timing, warm, results = timed(call, device, args.repeats, args.warmup)
+            timing, warm, results = timed_calls(call, args.repeats, args.warmup, device)
             timing["same_bits_every_call"] = same_bits(results)  # the timed calls, after the warm-up
             timing["warmup_same_bits"] = same_bits(results[:1] + warm)
             timing["energy"] = results[-1].energy

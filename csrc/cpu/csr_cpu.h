@@ -2,8 +2,9 @@
 //
 // Every reduction runs over a CSR layout: row r owns the entries
 // ptr[r] .. ptr[r+1]-1, which one thread sums in that order. Rows are split
-// between threads (at::parallel_for), never the entries of a row, so the
-// result does not depend on the number of threads or on the call.
+// between threads (at::parallel_for over ranges of rows of about equal
+// entries), never the entries of a row, so the result does not depend on the
+// number of threads or on the call.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -210,6 +210,43 @@ def test_repeated_calls_and_thread_counts_are_bit_identical():
         assert torch.equal(grad, results[0][1])
 
 
+
+def test_rows_of_unequal_length_split_between_threads():
+    # The CPU kernels split the rows between threads by their entries (a
+    # pruned plan's sender rows hold most entries in the first rows): one
+    # row with a third of the entries, dense rows, then sparse and empty
+    # ones. Values as index_add_'s, bits the same at every thread count.
+    num_rows = 4000
+    dense = torch.arange(1000).repeat_interleave(20)
+    sparse = torch.arange(1000, 3000, 2)  # rows 3000.. and every odd row above 1000: empty
+    index = torch.cat([torch.full((15000,), 7), dense, sparse])
+    index = index[torch.randperm(index.shape[0], generator=torch.Generator().manual_seed(3))]
+    perm, ptr = csr(index, num_rows)
+    src = torch.randn(index.shape[0], 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(num_rows, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3, 7):
+            torch.set_num_threads(threads)
+            results.append(_outputs(index, perm, ptr, src, x))
+    finally:
+        torch.set_num_threads(previous)
+    out, grad = results[0]
+    torch.testing.assert_close(out, index_add_reference(src, index, num_rows), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, index_add_reference(src, index, num_rows), rtol=1e-12, atol=1e-12)
+    sorted_src = src[perm].requires_grad_(True)
+    torch.set_num_threads(2)
+    try:
+        (expanded,) = torch.autograd.grad(ops.segment_sum(sorted_src, ptr), sorted_src, x)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(expanded, x[index[perm]])  # the backward of the sum: each entry its row's gradient
+    for other_out, other_grad in results[1:]:
+        assert torch.equal(other_out, out)
+        assert torch.equal(other_grad, grad)
+
+
 def test_torchscript_and_freeze():
     class Layer(torch.nn.Module):
         def forward(self, x: torch.Tensor, index: torch.Tensor, perm: torch.Tensor, ptr: torch.Tensor):

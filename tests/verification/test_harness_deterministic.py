@@ -52,19 +52,6 @@ def test_the_fingerprint_sees_the_last_bit():
     assert structure_fingerprint(moved) != structure_fingerprint(atoms)
 
 
-@pytest.fixture
-def toy_source(tmp_path):
-    import toy_kim_adapter as toy
-
-    import kim_gnn
-    from kim_gnn.adapters import register_adapter, unregister_adapter
-
-    register_adapter(toy.ADAPTER)
-    yield toy.write_example(str(tmp_path / "m.toygnn"))
-    unregister_adapter("toy")
-    kim_gnn.__dict__.pop("convert_toy", None)
-
-
 def test_verify_twice_gives_the_same_numbers_on_the_same_structures(toy_source):
     import toy_kim_adapter as toy
 

@@ -5,25 +5,10 @@ edge-force decomposition (kim_gnn/verification/atomic_virials_reference.py)."""
 import os
 import sys
 
-import pytest
-
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 sys.path.insert(0, os.path.join(TESTS, "plugins"))
 
 DATA = os.path.join(TESTS, "data", "forward_before_virials")
-
-
-@pytest.fixture
-def toy_source(tmp_path):
-    import toy_kim_adapter as toy
-
-    import kim_gnn
-    from kim_gnn.adapters import register_adapter, unregister_adapter
-
-    register_adapter(toy.ADAPTER)
-    yield toy.write_example(str(tmp_path / "m.toygnn"))
-    unregister_adapter("toy")
-    kim_gnn.__dict__.pop("convert_toy", None)
 
 
 def test_verify_reports_the_largest_per_atom_virial_difference(toy_source):
