@@ -4,11 +4,11 @@
 # the environment markers of tests/conftest.py (--stage): the legacy tests in
 # .venv, the end-to-end tests (e2e: KIM API, ASE, LAMMPS under MPI) in .venv,
 # and the nequip >= 0.7 tests (modern_env, both_envs) in .venv-modern.
-# The end-to-end stage runs beside the other two (it is one pytest process
-# that mostly waits on compilers, LAMMPS and MPI, so it leaves a core idle on
-# its own): it starts after .venv is set up, with its own log
-# (build/test-e2e.log, printed when it ends) and its own exit status; the
-# modern environment is set up beside the legacy suite (build/setup-modern.log).
+# The end-to-end stage runs beside the other two: it starts after .venv is
+# set up, with its own log (build/test-e2e.log, printed when it ends) and its
+# own exit status; the modern environment is set up beside the legacy suite (build/setup-modern.log).
+# On 2 cores this saved only about 1.5 of 45 minutes (the legacy suite keeps
+# both cores busy; docs/testing.md has the measured times).
 # As root (CI) KIM_GNN_TESTS_REQUIRED=1: a test that would skip for a missing
 # component fails instead (tests/skip_policy.py) and any skip fails the run;
 # every stage prints its skip reasons (-rs). The CUDA tests (marked cuda) are

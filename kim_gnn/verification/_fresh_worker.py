@@ -30,9 +30,14 @@ class _Blocker(importlib.abc.MetaPathFinder):
         return None
 
 
-def evaluate(payload: dict) -> list:
+def atoms_of(job: dict):
+    """The structure of a job, as the parent sent it."""
     from ase import Atoms
 
+    return Atoms(numbers=job["numbers"], positions=job["positions"], cell=job["cell"], pbc=job["pbc"])
+
+
+def evaluate(payload: dict) -> list:
     from kim_gnn.errors import KimGnnError
     from kim_gnn.executor import StagedExecutor
     from kim_gnn.verification.structures import structure_fingerprint
@@ -48,7 +53,7 @@ def evaluate(payload: dict) -> list:
                 # loaded and frozen once, as the driver does; another skin only pads the graphs more
                 executors[skin] = (next(iter(executors.values())).with_skin(skin) if executors
                                    else StagedExecutor(payload["model"], skin=skin))
-            atoms = Atoms(numbers=job["numbers"], positions=job["positions"], cell=job["cell"], pbc=job["pbc"])
+            atoms = atoms_of(job)
             # per-atom virials (energy_and_edge_vectors) where asked for and the model has them
             # (a second call: forward is what the checks above verify)
             virials = bool(job.get("virials")) and executors[skin].provides_virials
@@ -78,9 +83,7 @@ def evaluate(payload: dict) -> list:
     # The first structure once more, last (the executor warm): the parent holds it equal to the first,
     # cold call, so that a converted model that is not reproducible shows as such, named.
     if jobs and "error" not in results[0]:
-        job = jobs[0]
-        atoms = Atoms(numbers=job["numbers"], positions=job["positions"], cell=job["cell"], pbc=job["pbc"])
-        again = executors[float(job.get("skin", 0.0))].run(atoms)
+        again = executors[float(jobs[0].get("skin", 0.0))].run(atoms_of(jobs[0]))
         results[0]["repeat"] = {"energy": again.energy, "forces": again.forces}
     return results
 

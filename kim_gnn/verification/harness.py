@@ -331,15 +331,14 @@ def _repeat_differences(report: CaseReport, expected: Expected, original_again, 
     rounding) is noted with the side that made it. Pass/fail stays the
     comparison's."""
     n = report.n_atoms
+    # side -> ((energy, forces) of the first call, (energy, forces) called again)
     again = {}
     if original_again is not None:
-        again["original"] = (expected, original_again.energy, original_again.forces)
+        again["original"] = ((expected.energy, expected.forces), (original_again.energy, original_again.forces))
     if got.get("repeat") is not None:
-        again["converted"] = (got, got["repeat"]["energy"], got["repeat"]["forces"])
+        again["converted"] = ((got["energy"], got["forces"]), (got["repeat"]["energy"], got["repeat"]["forces"]))
     report.repeat_differences = {}
-    for side, (first, energy, forces) in again.items():
-        first_energy = first.energy if side == "original" else first["energy"]
-        first_forces = first.forces if side == "original" else first["forces"]
+    for side, ((first_energy, first_forces), (energy, forces)) in again.items():
         d = {"energy_per_atom": float(abs(energy - first_energy) / n),
              "forces": float(np.abs(np.asarray(forces) - np.asarray(first_forces)).max(initial=0.0))}
         report.repeat_differences[side] = d
