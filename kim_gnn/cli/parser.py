@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the report as JSON to FILE (without FILE: print JSON instead of the text report)")
     p.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks")
-    p.add_argument("--memory-calls", type=int, default=500, help="calls of the memory check (default 500)")
+    p.add_argument("--memory-calls", type=int, default=100, help="calls of the memory check (default 100)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_check)
 

@@ -109,6 +109,24 @@ class Leaky(torch.nn.Module):
         return self.inner(species, coordinates, graphs, contributions)
 
 
+class SlowLeak(torch.nn.Module):
+    """Keeps 20 kB per call: 2 MB over the memory check's 100 calls, which
+    RSS may not show (the process's free memory absorbs it) but the heap
+    counter does."""
+
+    kept: List[torch.Tensor]
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.kept: List[torch.Tensor] = []
+
+    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
+                contributions: torch.Tensor) -> torch.Tensor:
+        self.kept.append(torch.ones(2500, dtype=torch.float64))
+        return self.inner(species, coordinates, graphs, contributions)
+
+
 BROKEN = {
     "forces": ForcesNotTheGradient,
     "continuity": StepAtTheCutoff,
@@ -163,6 +181,25 @@ def test_each_check_fails_on_a_model_made_to_break_it(check, nequip_models, brea
     report = check_model(convert_nequip(deployed), only=[check])
     assert [r.name for r in report.results] == [check]
     assert not report.passed, report.summary()
+
+
+def test_memory_check_sees_a_small_leak_in_the_heap(nequip_models, break_conversion, monkeypatch):
+    """20 kB per call fails on the heap counter, in the test process (the heap
+    in use is exact, unlike RSS); without the counter (no glibc) the result
+    says that RSS alone was judged."""
+    from kim_gnn.nequip import convert_nequip
+    from kim_gnn.verification import check
+
+    break_conversion(SlowLeak)
+    converted = convert_nequip(nequip_models.deployed(num_layers=2, species=("Si", "C")))
+    report = check_model(converted, only=["memory"])
+    result = report.results[0]
+    assert not result.passed and "heap in use grew" in result.detail, result.detail
+    assert result.value >= 100 * 2500 * 8 * 0.9, result.detail
+
+    monkeypatch.setattr(check, "_heap_in_use", lambda: None)
+    result = check_model(converted, only=["memory"]).results[0]
+    assert "heap not measured" in result.detail and "RSS only" in result.detail, result.detail
 
 
 def test_species_check_fails_on_a_model_without_the_species_guard(nequip_models, monkeypatch):
