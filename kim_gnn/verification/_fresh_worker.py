@@ -1,7 +1,8 @@
 """Run a converted model on a list of structures in a fresh interpreter.
 
 Started by ``verify`` as ``python -m kim_gnn.verification._fresh_worker jobs.pkl out.pkl``
-(``fresh.run_fresh``). torch keeps its default settings (default dtype float32, as in the C++
+(``fresh.run_fresh``), or forked per job by a zygote started as ``python -m
+kim_gnn.verification._fresh_worker --zygote`` (``fresh._Zygote``). torch keeps its default settings (default dtype float32, as in the C++
 driver), and the architecture packages are made unimportable: the converted
 model must stand on its own, as it does inside the driver. Which packages:
 ``jobs.pkl``'s ``blocked``, the union of every registered adapter's
@@ -12,7 +13,8 @@ The one fresh-process worker of the verification, with job kinds
 (``jobs.pkl``'s ``kind``; ``KINDS``): ``evaluate`` (``verify``: one result
 dict, or ``{'error': ...}``, per structure) and ``species_probe`` (``kim-gnn
 check``'s species check: the model, loaded and frozen as the driver loads
-it, called with one species index on a dimer; ``{'accepted', 'error'}``).
+it, called with one species index on a dimer; ``{'accepted', 'error'}``) and
+``describe`` (what the process looks like to a job: the tests of ``fresh``).
 """
 
 import importlib.abc
@@ -104,14 +106,41 @@ def species_probe(payload: dict) -> dict:
         return {"accepted": False, "error": str(exc)}
 
 
+def describe(payload: dict) -> dict:
+    """What a job finds in its fresh process (the tests of ``fresh`` hold it
+    fresh): torch's settings, the process, the working directory, which
+    blocked packages are imported; after ``sleep`` seconds, if given."""
+    import os
+    import time
+
+    import torch
+
+    time.sleep(float(payload.get("sleep", 0.0)))
+    return {"default_dtype": str(torch.get_default_dtype()), "num_threads": torch.get_num_threads(),
+            "pid": os.getpid(), "parent_pid": os.getppid(), "cwd": os.getcwd(),
+            "blocked_imported": sorted(n for n in payload["blocked"] if n in sys.modules)}
+
+
 #: Job kind -> what this process does with the job's payload.
-KINDS = {"evaluate": evaluate, "species_probe": species_probe}
+KINDS = {"evaluate": evaluate, "species_probe": species_probe, "describe": describe}
 
 
-def main(job_file: str, out_file: str) -> int:
+#: Lines a zygote writes on its standard error (the child's goes there too): the
+#: forked child's process id, then, after the child ended, its exit status.
+ZYGOTE_PID = "\x00zygote: pid "
+ZYGOTE_DONE = "\x00zygote: done "
+#: A forked child's exit status when the job blocks a package the zygote has
+#: imported (a plug-in adapter may declare any): the parent runs that job in
+#: a new interpreter instead, where the block works as always.
+ZYGOTE_UNSUITABLE = 75
+
+
+def main(job_file: str, out_file: str, forked: bool = False) -> int:
     # (the job file holds only builtins and numpy arrays)
     with open(job_file, "rb") as fh:
         payload = pickle.load(fh)
+    if forked and any(name.split(".")[0] in payload["blocked"] for name in sys.modules):
+        return ZYGOTE_UNSUITABLE
     sys.meta_path.insert(0, _Blocker(payload["blocked"]))
     results = KINDS[payload.get("kind", "evaluate")](payload)
     with open(out_file, "wb") as fh:
@@ -119,5 +148,44 @@ def main(job_file: str, out_file: str) -> int:
     return 0
 
 
+def zygote() -> int:
+    """Import what the jobs need (torch, numpy, ASE, kim_gnn's core: no
+    architecture package, no torch call), then fork one child per request
+    line ``job_file<TAB>out_file<TAB>working directory`` on standard input,
+    until it closes (``fresh._Zygote``)."""
+    import os
+    import traceback
+
+    import ase  # noqa: F401
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+
+    import kim_gnn.errors  # noqa: F401
+    import kim_gnn.executor  # noqa: F401
+    import kim_gnn.verification.structures  # noqa: F401
+
+    for request in sys.stdin:
+        job_file, out_file, cwd = request.rstrip("\n").split("\t")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: one job, then out without the zygote's cleanup
+            code = 1
+            try:
+                sys.stdin.close()
+                os.chdir(cwd)
+                code = main(job_file, out_file, forked=True)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        print(f"{ZYGOTE_PID}{pid}", file=sys.stderr, flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(f"{ZYGOTE_DONE}{os.waitstatus_to_exitcode(status)}", file=sys.stderr, flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(zygote() if sys.argv[1:] == ["--zygote"] else main(sys.argv[1], sys.argv[2]))

@@ -1,17 +1,32 @@
 """Start the fresh-process worker (``_fresh_worker.py``) on one job and
 collect what it gives back: the parent's side of every fresh process the
 verification starts (``verify``'s evaluations, ``kim-gnn check``'s species
-probe)."""
+probe).
 
+A fresh process is a fork of a *zygote*: an interpreter started like the worker
+that has imported torch, numpy, ASE and kim_gnn's core (never an
+architecture package, never a torch call) and forks one child per job. The
+child is as fresh as a new interpreter where it matters (torch's default
+settings, no operator ever run, the architecture packages blocked, the
+parent's environment and working directory of that call) and skips the 2-3
+seconds of CPU that importing torch costs, which the test suite paid a few
+hundred times. The zygote is started at the first job of a parent process
+(again when the parent's environment changed, since torch reads some of it at
+import) and ends with the parent. ``KIM_GNN_FRESH_ZYGOTE=0`` starts a new
+interpreter for every job instead.
+"""
+
+import atexit
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from typing import Callable, Iterable, List, NamedTuple, Optional
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
 
-from ._fresh_worker import KINDS
+from ._fresh_worker import KINDS, ZYGOTE_DONE, ZYGOTE_PID, ZYGOTE_UNSUITABLE
 
 
 class FreshRun(NamedTuple):
@@ -24,9 +39,96 @@ class FreshRun(NamedTuple):
     stderr: List[str]
 
 
+def _child_environment() -> Dict[str, str]:
+    env = dict(os.environ)
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class _Zygote:
+    """The zygote interpreter of this process (``_fresh_worker`` with
+    ``--zygote``): one request line per job on its stdin, the job's child's
+    standard error and the zygote's ``pid`` / ``done`` lines on one pipe, so
+    that the ``done`` line comes after everything the child wrote."""
+
+    _lock = threading.Lock()
+    _current: "Optional[_Zygote]" = None
+
+    def __init__(self, env: Dict[str, str]):
+        self.env = env
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kim_gnn.verification._fresh_worker", "--zygote"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+
+    @classmethod
+    def for_environment(cls, env: Dict[str, str]) -> "_Zygote":
+        """The zygote started with ``env`` (a changed environment, e.g. another
+        ``OMP_NUM_THREADS``, which torch reads at import, starts a new one)."""
+        current = cls._current
+        if current is not None and (current.env != env or not current.alive()):
+            current.close()
+            current = None
+        if current is None:
+            current = cls._current = cls(env)
+            atexit.register(current.close)
+        return current
+
+    def run(self, job_file: str, out_file: str, on_line: Callable[[str], None],
+            timeout: Optional[float]) -> Optional[int]:
+        """Run one job in a forked child; its exit status (negative: killed by
+        that signal), or None if the zygote itself went away."""
+        try:
+            self.proc.stdin.write(f"{job_file}\t{out_file}\t{os.getcwd()}\n")
+            self.proc.stdin.flush()
+        except OSError:  # (BrokenPipeError: it ended)
+            return None
+        child: List[int] = []
+        killed: List[bool] = []
+
+        def kill():
+            killed.append(True)
+            if child:
+                os.kill(child[0], signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            for line in self.proc.stderr:
+                line = line.rstrip("\n")
+                if line.startswith(ZYGOTE_PID):
+                    child.append(int(line[len(ZYGOTE_PID):]))
+                    if killed:
+                        os.kill(child[0], signal.SIGKILL)
+                elif line.startswith(ZYGOTE_DONE):
+                    if killed:
+                        raise subprocess.TimeoutExpired("kim_gnn.verification._fresh_worker", timeout)
+                    return int(line[len(ZYGOTE_DONE):])
+                else:
+                    on_line(line)
+        finally:
+            if timer:
+                timer.cancel()
+        return None
+
+
+def _zygote_enabled() -> bool:
+    return os.environ.get("KIM_GNN_FRESH_ZYGOTE", "1") != "0" and hasattr(os, "fork")
+
+
 def run_fresh(kind: str, payload: dict, blocked: Iterable[str] = (),
               progress: Optional[Callable[[str], None]] = None, timeout: Optional[float] = None) -> FreshRun:
-    """Run one job of ``kind`` (``_fresh_worker.KINDS``) in a new interpreter
+    """Run one job of ``kind`` (``_fresh_worker.KINDS``) in a fresh process
     with default torch settings, with the packages ``blocked`` unimportable
     there; its ``progress: ...`` lines on standard error go to ``progress``.
     Past ``timeout`` seconds the process is killed and ``TimeoutExpired``
@@ -38,40 +140,58 @@ def run_fresh(kind: str, payload: dict, blocked: Iterable[str] = (),
         out_file = os.path.join(tmp, "results.pkl")
         with open(job_file, "wb") as fh:
             pickle.dump({**payload, "kind": kind, "blocked": list(blocked)}, fh)
-        env = dict(os.environ)
-        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kim_gnn.verification._fresh_worker", job_file, out_file],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        killed = []
-
-        def kill():
-            killed.append(True)
-            proc.kill()
-
-        timer = threading.Timer(timeout, kill) if timeout else None
-        if timer:
-            timer.start()
         lines: List[str] = []
-        try:
-            with proc.stderr:
-                for line in proc.stderr:
-                    line = line.rstrip("\n")
-                    if line.startswith("progress: "):
-                        if progress:
-                            progress(line[len("progress: "):])
-                    else:
-                        lines.append(line)
-            proc.wait()
-        finally:
-            if timer:
-                timer.cancel()
-        if killed:
-            raise subprocess.TimeoutExpired(proc.args, timeout)
+
+        def on_line(line: str) -> None:
+            if line.startswith("progress: "):
+                if progress:
+                    progress(line[len("progress: "):])
+            else:
+                lines.append(line)
+
+        env = _child_environment()
+        returncode = None
+        if _zygote_enabled():
+            with _Zygote._lock:
+                zygote = _Zygote.for_environment(env)
+                returncode = zygote.run(job_file, out_file, on_line, timeout)
+                if returncode is None:  # the zygote went away: a new interpreter for this job
+                    zygote.close()
+                    lines.append("(the zygote process ended; the job ran in a new interpreter)")
+                elif returncode == ZYGOTE_UNSUITABLE:  # it blocks a package the zygote imported
+                    returncode = None
+        if returncode is None:
+            returncode = _run_in_new_interpreter(job_file, out_file, env, on_line, timeout)
         result = None
-        if proc.returncode == 0 and os.path.exists(out_file):
+        if returncode == 0 and os.path.exists(out_file):
             with open(out_file, "rb") as fh:
                 result = pickle.load(fh)
-        return FreshRun(proc.returncode, result, lines)
+        return FreshRun(returncode, result, lines)
+
+
+def _run_in_new_interpreter(job_file: str, out_file: str, env: Dict[str, str], on_line: Callable[[str], None],
+                            timeout: Optional[float]) -> int:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kim_gnn.verification._fresh_worker", job_file, out_file],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    killed = []
+
+    def kill():
+        killed.append(True)
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill) if timeout else None
+    if timer:
+        timer.start()
+    try:
+        with proc.stderr:
+            for line in proc.stderr:
+                on_line(line.rstrip("\n"))
+        proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+    if killed:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.returncode
