@@ -86,7 +86,7 @@ def evaluate(payload: dict) -> list:
     # cold call, so that a converted model that is not reproducible shows as such, named.
     if jobs and "error" not in results[0]:
         again = executors[float(jobs[0].get("skin", 0.0))].run(atoms_of(jobs[0]))
-        results[0]["repeat"] = {"energy": again.energy, "forces": again.forces}
+        results[0]["repeat"] = {"energy": again.energy, "energies": again.energies, "forces": again.forces}
     return results
 
 

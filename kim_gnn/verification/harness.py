@@ -324,28 +324,48 @@ def _structure_changed(case: Case, fingerprint: str, reference_fingerprint: str,
     return None
 
 
+def _moved_atoms(first, again, limit: float, most: int = 8) -> str:
+    """The atoms (indices, at most ``most``) whose values moved by more than
+    ``limit`` between two calls, e.g. ``3, 17 (of 16)``: where a call that
+    is not reproducible went wrong (one edge's message: its two ends)."""
+    first, again = np.asarray(first), np.asarray(again)
+    if first.shape != again.shape or first.size == 0:
+        return "?"
+    moved = np.abs(again - first).reshape(len(first), -1).max(axis=1) > limit
+    atoms = np.flatnonzero(moved)
+    text = ", ".join(str(i) for i in atoms[:most]) + (", ..." if len(atoms) > most else "")
+    return f"{text or 'none'} (of {len(first)})"
+
+
 def _repeat_differences(report: CaseReport, expected: Expected, original_again, got: dict, tol: Dict[str, float]) -> None:
     """Each side called again on the first structure (warm, after every
     other structure): the largest change of energy per atom and forces,
     in the report; a change beyond a tenth of the tolerance (far above
-    rounding) is noted with the side that made it. Pass/fail stays the
-    comparison's."""
+    rounding) is noted with the side that made it and the atoms whose
+    per-atom energies and forces moved. Pass/fail stays the comparison's."""
     n = report.n_atoms
-    # side -> ((energy, forces) of the first call, (energy, forces) called again)
+    # side -> ((energy, energies, forces) of the first call, the same called again)
     again = {}
     if original_again is not None:
-        again["original"] = ((expected.energy, expected.forces), (original_again.energy, original_again.forces))
+        again["original"] = ((expected.energy, expected.energies, expected.forces),
+                             (original_again.energy, original_again.energies, original_again.forces))
     if got.get("repeat") is not None:
-        again["converted"] = ((got["energy"], got["forces"]), (got["repeat"]["energy"], got["repeat"]["forces"]))
+        repeat = got["repeat"]
+        again["converted"] = ((got["energy"], got["energies"], got["forces"]),
+                              (repeat["energy"], repeat.get("energies"), repeat["forces"]))
     report.repeat_differences = {}
-    for side, ((first_energy, first_forces), (energy, forces)) in again.items():
+    for side, ((first_energy, first_energies, first_forces), (energy, energies, forces)) in again.items():
         d = {"energy_per_atom": float(abs(energy - first_energy) / n),
              "forces": float(np.abs(np.asarray(forces) - np.asarray(first_forces)).max(initial=0.0))}
         report.repeat_differences[side] = d
         if d["energy_per_atom"] > tol["energy_per_atom"] / 10 or d["forces"] > tol["forces"] / 10:
+            where = f"forces moved on atoms {_moved_atoms(first_forces, forces, tol['forces'] / 100)}"
+            if first_energies is not None and energies is not None:
+                where += (f", per-atom energies on atoms "
+                          f"{_moved_atoms(first_energies, energies, tol['energy_per_atom'] / 100)}")
             report.notes = "; ".join(filter(None, [report.notes, (
                 f"the {side} model is not reproducible here: called again it gave |dE|/atom "
-                f"{d['energy_per_atom']:.2e} eV, max|dF| {d['forces']:.2e} eV/A")]))
+                f"{d['energy_per_atom']:.2e} eV, max|dF| {d['forces']:.2e} eV/A ({where})")]))
 
 
 def _original_with_stress(reference_model, atoms, model_dtype: str, tol: Dict[str, float]):

@@ -103,7 +103,8 @@ def test_a_side_that_is_not_reproducible_is_named(toy_source, monkeypatch):
                 calls.append(1)
                 if len(calls) > 1:  # from the second call on, as a model that warms up to other numbers
                     r.energy += 1e-6
-                    r.forces = r.forces + 1e-6
+                    r.forces = r.forces.copy()
+                    r.forces[2] += 1e-6  # one atom's: the report names it
                 return r
 
             model.evaluate = drifting
@@ -118,6 +119,7 @@ def test_a_side_that_is_not_reproducible_is_named(toy_source, monkeypatch):
     assert case.repeat_differences["original"]["forces"] == pytest.approx(1e-6)
     assert case.repeat_differences["converted"]["forces"] <= report.tolerances["forces"] / 10
     assert "the original model is not reproducible here" in case.notes
+    assert f"forces moved on atoms 2 (of {len(atoms)}), per-atom energies on atoms none" in case.notes, case.notes
     assert "the original model is not reproducible here" in report.summary()
 
 
