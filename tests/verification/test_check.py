@@ -94,37 +94,26 @@ class Stateful(torch.nn.Module):
 
 
 class Leaky(torch.nn.Module):
-    """Keeps 400 kB per call."""
+    """Keeps ``elements`` float64 per call: 400 kB by default; a slow leak of
+    20 kB (2 MB over the memory check's 100 calls) RSS may not show (the
+    process's free memory absorbs it), but the heap counter does."""
 
     kept: List[torch.Tensor]
 
-    def __init__(self, inner):
+    def __init__(self, inner, elements: int = 50000):
         super().__init__()
         self.inner = inner
+        self.elements = elements
         self.kept: List[torch.Tensor] = []
 
     def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
                 contributions: torch.Tensor) -> torch.Tensor:
-        self.kept.append(torch.ones(50000, dtype=torch.float64))
+        self.kept.append(torch.ones(self.elements, dtype=torch.float64))
         return self.inner(species, coordinates, graphs, contributions)
 
 
-class SlowLeak(torch.nn.Module):
-    """Keeps 20 kB per call: 2 MB over the memory check's 100 calls, which
-    RSS may not show (the process's free memory absorbs it) but the heap
-    counter does."""
-
-    kept: List[torch.Tensor]
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.kept: List[torch.Tensor] = []
-
-    def forward(self, species: torch.Tensor, coordinates: torch.Tensor, graphs: List[torch.Tensor],
-                contributions: torch.Tensor) -> torch.Tensor:
-        self.kept.append(torch.ones(2500, dtype=torch.float64))
-        return self.inner(species, coordinates, graphs, contributions)
+def slow_leak(inner) -> Leaky:
+    return Leaky(inner, elements=2500)
 
 
 BROKEN = {
@@ -190,7 +179,7 @@ def test_memory_check_sees_a_small_leak_in_the_heap(nequip_models, break_convers
     from kim_gnn.nequip import convert_nequip
     from kim_gnn.verification import check
 
-    break_conversion(SlowLeak)
+    break_conversion(slow_leak)
     converted = convert_nequip(nequip_models.deployed(num_layers=2, species=("Si", "C")))
     report = check_model(converted, only=["memory"])
     result = report.results[0]
