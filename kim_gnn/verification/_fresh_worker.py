@@ -109,7 +109,8 @@ def species_probe(payload: dict) -> dict:
 def describe(payload: dict) -> dict:
     """What a job finds in its fresh process (the tests of ``fresh`` hold it
     fresh): torch's settings, the process, the working directory, which
-    blocked packages are imported; after ``sleep`` seconds, if given."""
+    blocked packages are imported, the value of the environment variable
+    ``variable``; after ``sleep`` seconds, if given."""
     import os
     import time
 
@@ -118,7 +119,8 @@ def describe(payload: dict) -> dict:
     time.sleep(float(payload.get("sleep", 0.0)))
     return {"default_dtype": str(torch.get_default_dtype()), "num_threads": torch.get_num_threads(),
             "pid": os.getpid(), "parent_pid": os.getppid(), "cwd": os.getcwd(),
-            "blocked_imported": sorted(n for n in payload["blocked"] if n in sys.modules)}
+            "blocked_imported": sorted(n for n in payload["blocked"] if n in sys.modules),
+            "variable": os.environ.get(payload.get("variable", ""))}
 
 
 #: Job kind -> what this process does with the job's payload.
@@ -139,8 +141,14 @@ def main(job_file: str, out_file: str, forked: bool = False) -> int:
     # (the job file holds only builtins and numpy arrays)
     with open(job_file, "rb") as fh:
         payload = pickle.load(fh)
-    if forked and any(name.split(".")[0] in payload["blocked"] for name in sys.modules):
-        return ZYGOTE_UNSUITABLE
+    if forked:
+        if any(name.split(".")[0] in payload["blocked"] for name in sys.modules):
+            return ZYGOTE_UNSUITABLE
+        # the caller's environment of this job, not the one the zygote started with
+        import os
+
+        os.environ.clear()
+        os.environ.update(payload["environment"])
     sys.meta_path.insert(0, _Blocker(payload["blocked"]))
     results = KINDS[payload.get("kind", "evaluate")](payload)
     with open(out_file, "wb") as fh:

@@ -8,11 +8,13 @@ that has imported torch, numpy, ASE and kim_gnn's core (never an
 architecture package, never a torch call) and forks one child per job. The
 child is as fresh as a new interpreter where it matters (torch's default
 settings, no operator ever run, the architecture packages blocked, the
-parent's environment and working directory of that call) and skips the 2-3
+parent's environment (``os.environ``) and working directory of that call)
+and skips the 2-3
 seconds of CPU that importing torch costs, which the test suite paid a few
 hundred times. The zygote is started at the first job of a parent process
-(again when the parent's environment changed, since torch reads some of it at
-import) and ends with the parent. ``KIM_GNN_FRESH_ZYGOTE=0`` starts a new
+(again when a variable that libraries read once at start-up changed:
+``STARTUP_VARIABLES``, e.g. ``OMP_NUM_THREADS``, which torch's OpenMP reads
+at import) and ends with the parent. ``KIM_GNN_FRESH_ZYGOTE=0`` starts a new
 interpreter for every job instead.
 """
 
@@ -37,6 +39,19 @@ class FreshRun(NamedTuple):
     returncode: int
     result: object
     stderr: List[str]
+
+
+#: Prefixes of environment variables that a process reads at start-up or at
+#: import (the interpreter, the dynamic loader, malloc, OpenMP, MKL, OpenBLAS,
+#: torch): a zygote started with other values of these is not used. Every
+#: other variable reaches a forked job through ``os.environ`` (and so the C
+#: environment) as it is at the call.
+STARTUP_VARIABLES = ("PYTHON", "LD_", "MALLOC_", "GLIBC_", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_",
+                     "ATEN_", "TORCH_", "PYTORCH_", "CUDA_", "NVIDIA_")
+
+
+def _startup_environment(env: Dict[str, str]) -> Dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(STARTUP_VARIABLES)}
 
 
 def _child_environment() -> Dict[str, str]:
@@ -72,10 +87,11 @@ class _Zygote:
 
     @classmethod
     def for_environment(cls, env: Dict[str, str]) -> "_Zygote":
-        """The zygote started with ``env`` (a changed environment, e.g. another
-        ``OMP_NUM_THREADS``, which torch reads at import, starts a new one)."""
+        """A zygote started with ``env``'s ``STARTUP_VARIABLES`` (other values,
+        e.g. another ``OMP_NUM_THREADS``, start a new one)."""
         current = cls._current
-        if current is not None and (current.env != env or not current.alive()):
+        if current is not None and (_startup_environment(current.env) != _startup_environment(env)
+                                    or not current.alive()):
             current.close()
             current = None
         if current is None:
@@ -138,8 +154,10 @@ def run_fresh(kind: str, payload: dict, blocked: Iterable[str] = (),
     with tempfile.TemporaryDirectory(prefix="kim-gnn-verify-") as tmp:
         job_file = os.path.join(tmp, "jobs.pkl")
         out_file = os.path.join(tmp, "results.pkl")
+        env = _child_environment()
         with open(job_file, "wb") as fh:
-            pickle.dump({**payload, "kind": kind, "blocked": list(blocked)}, fh)
+            # (the environment: a forked job takes it as its own)
+            pickle.dump({**payload, "kind": kind, "blocked": list(blocked), "environment": env}, fh)
         lines: List[str] = []
 
         def on_line(line: str) -> None:
@@ -149,7 +167,6 @@ def run_fresh(kind: str, payload: dict, blocked: Iterable[str] = (),
             else:
                 lines.append(line)
 
-        env = _child_environment()
         returncode = None
         if _zygote_enabled():
             with _Zygote._lock:

@@ -46,6 +46,14 @@ def test_a_job_gets_the_working_directory_and_environment_of_its_call(monkeypatc
     assert (one["num_threads"], two["num_threads"]) == (1, 2)
     assert two["cwd"] == str(tmp_path)
     assert fresh._Zygote._current is not zygote and not zygote.alive()
+    # any other variable reaches the job as it is at the call, from the same zygote
+    zygote = fresh._Zygote._current
+    for value in ("a", "b"):
+        monkeypatch.setenv("KIM_GNN_TEST_VARIABLE", value)
+        assert _describe(variable="KIM_GNN_TEST_VARIABLE")["variable"] == value
+    monkeypatch.delenv("KIM_GNN_TEST_VARIABLE")
+    assert _describe(variable="KIM_GNN_TEST_VARIABLE")["variable"] is None
+    assert fresh._Zygote._current is zygote
 
 
 def test_a_job_past_its_timeout_is_killed_and_the_next_one_runs(monkeypatch):
