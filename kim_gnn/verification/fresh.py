@@ -9,9 +9,8 @@ architecture package, never a torch call) and forks one child per job. The
 child is as fresh as a new interpreter where it matters (torch's default
 settings, no operator ever run, the architecture packages blocked, the
 parent's environment (``os.environ``) and working directory of that call)
-and skips the 2-3
-seconds of CPU that importing torch costs, which the test suite paid a few
-hundred times. The zygote is started at the first job of a parent process
+and skips the 2-3 seconds of CPU that importing torch costs, which the test
+suite paid a few hundred times. The zygote is started at the first job of a parent process
 (again when a variable that libraries read once at start-up changed:
 ``STARTUP_VARIABLES``, e.g. ``OMP_NUM_THREADS``, which torch's OpenMP reads
 at import) and ends with the parent. ``KIM_GNN_FRESH_ZYGOTE=0`` starts a new
