@@ -18,6 +18,7 @@ interpreter for every job instead.
 """
 
 import atexit
+import contextlib
 import os
 import pickle
 import signal
@@ -58,6 +59,26 @@ def _child_environment() -> Dict[str, str]:
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     return env
+
+
+@contextlib.contextmanager
+def _deadline(timeout: Optional[float], kill: Callable[[], None]):
+    """Call ``kill`` once ``timeout`` seconds (None: never) have passed inside
+    the block; yields a list that is non-empty once it has."""
+    fired: List[bool] = []
+
+    def fire():
+        fired.append(True)
+        kill()
+
+    timer = threading.Timer(timeout, fire) if timeout else None
+    if timer:
+        timer.start()
+    try:
+        yield fired
+    finally:
+        if timer:
+            timer.cancel()
 
 
 class _Zygote:
@@ -108,32 +129,24 @@ class _Zygote:
         except OSError:  # (BrokenPipeError: it ended)
             return None
         child: List[int] = []
-        killed: List[bool] = []
 
         def kill():
-            killed.append(True)
             if child:
                 os.kill(child[0], signal.SIGKILL)
 
-        timer = threading.Timer(timeout, kill) if timeout else None
-        if timer:
-            timer.start()
-        try:
+        with _deadline(timeout, kill) as killed:
             for line in self.proc.stderr:
                 line = line.rstrip("\n")
                 if line.startswith(ZYGOTE_PID):
                     child.append(int(line[len(ZYGOTE_PID):]))
-                    if killed:
-                        os.kill(child[0], signal.SIGKILL)
+                    if killed:  # (the deadline passed before the child's pid came)
+                        kill()
                 elif line.startswith(ZYGOTE_DONE):
                     if killed:
                         raise subprocess.TimeoutExpired("kim_gnn.verification._fresh_worker", timeout)
                     return int(line[len(ZYGOTE_DONE):])
                 else:
                     on_line(line)
-        finally:
-            if timer:
-                timer.cancel()
         return None
 
 
@@ -191,23 +204,11 @@ def _run_in_new_interpreter(job_file: str, out_file: str, env: Dict[str, str], o
         [sys.executable, "-m", "kim_gnn.verification._fresh_worker", job_file, out_file],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )
-    killed = []
-
-    def kill():
-        killed.append(True)
-        proc.kill()
-
-    timer = threading.Timer(timeout, kill) if timeout else None
-    if timer:
-        timer.start()
-    try:
+    with _deadline(timeout, proc.kill) as killed:
         with proc.stderr:
             for line in proc.stderr:
                 on_line(line.rstrip("\n"))
         proc.wait()
-    finally:
-        if timer:
-            timer.cancel()
     if killed:
         raise subprocess.TimeoutExpired(proc.args, timeout)
     return proc.returncode

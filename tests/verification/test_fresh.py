@@ -56,8 +56,9 @@ def test_a_job_gets_the_working_directory_and_environment_of_its_call(monkeypatc
     assert fresh._Zygote._current is zygote
 
 
-def test_a_job_past_its_timeout_is_killed_and_the_next_one_runs(monkeypatch):
-    monkeypatch.setenv("KIM_GNN_FRESH_ZYGOTE", "1")
+@pytest.mark.parametrize("zygote", ["1", "0"], ids=["forked", "new-interpreter"])
+def test_a_job_past_its_timeout_is_killed_and_the_next_one_runs(monkeypatch, zygote):
+    monkeypatch.setenv("KIM_GNN_FRESH_ZYGOTE", zygote)
     with pytest.raises(subprocess.TimeoutExpired):
         _describe(sleep=60, timeout=2)
     assert _describe()["default_dtype"] == "torch.float32"
