@@ -416,6 +416,37 @@ def _numbers(indices: List[int]) -> str:
     return " ".join(str(i + 1) for i in indices)
 
 
+#: bytes of the product basis's largest per-node intermediate a block of nodes may hold (see product_chunk)
+PRODUCT_BLOCK_BYTES = 8 << 20
+
+
+def product_chunk(product: torch.nn.Module, dtype: torch.dtype) -> int:
+    """How many nodes one call of a product basis block runs on
+    (``ChunkedProduct``; 0: all at once).
+
+    The symmetric contraction of correlation nu forms, per node, a tensor of
+    num_features * numel(U_nu) / (num_params * num_ell) elements ([n, 32, 3, 9, 9]
+    for 32 channels, max_ell 2, correlation 3, l = 1 out), and copies of it
+    for the backward. Over a few hundred nodes these pass glibc's largest
+    mmap threshold (32 MiB): every call then maps them anew and pays a page
+    fault per 4 KiB page (on the benchmark's 2-core machine, a pruned 512-atom
+    cell's 1230 receivers cost 1.3 times per node what the original's 512 do).
+    Blocks of at most PRODUCT_BLOCK_BYTES keep them on the heap."""
+    contractions = getattr(getattr(product, "symmetric_contractions", None), "contractions", None)
+    if contractions is None:
+        return 0
+    per_node = 0
+    for contraction in contractions:
+        correlation = int(getattr(contraction, "correlation", 0))
+        u = getattr(contraction, f"U_matrix_{correlation}", None)
+        num_features = int(getattr(contraction, "num_features", 0))
+        if not isinstance(u, torch.Tensor) or u.dim() < 2 or num_features <= 0:
+            return 0
+        per_node = max(per_node, num_features * u.numel() // (u.shape[-1] * u.shape[-2]))
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1, PRODUCT_BLOCK_BYTES // (per_node * itemsize)) if per_node else 0
+
+
 def applied_optimisations(interactions: list, reasons: List[str], prune: bool, kernels: str,
                           pair_repulsion: bool):
     """(the spec's details on what was applied, one warning line per
@@ -474,7 +505,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     """
     from .. import kernels as kernel_lib
     from ..runtime import StagedRuntime, make_aggregation
-    from .staged import StagedMACE, StagedZBL, WholeInteraction
+    from .staged import ChunkedProduct, StagedMACE, StagedZBL, WholeInteraction
 
     kernels = kernel_lib.check_choice(kernels, prune)
 
@@ -504,7 +535,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             spherical_harmonics=model.spherical_harmonics,
             radial_embedding=model.radial_embedding,
             interactions=interactions,
-            products=list(model.products),
+            products=[ChunkedProduct(p, product_chunk(p, dtype)) for p in model.products],
             readouts=readouts,
             atomic_numbers=model.atomic_numbers,
             head=head_index,
