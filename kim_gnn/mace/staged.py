@@ -1,7 +1,9 @@
 """The staged form of a MACE / ScaleShiftMACE energy model (one head).
 
-The compiled children of the original model are reused as they are; only
-the graph each one sees changes:
+The compiled children of the original model are reused as they are (a
+copy's: ``convert.drop_whole_dimension_slices`` takes TorchScript's no-op
+whole-dimension slices out of e3nn's generated code); only the graph each
+one sees changes:
 
 * node attributes (one-hot of the species index), the E0 energies and the
   node embedding are computed once on all particles;

@@ -78,3 +78,34 @@ def test_product_basis_in_blocks_of_nodes_gives_the_same_numbers(mace_models, st
         monkeypatch.setattr(mace_convert, "product_chunk", lambda product, dtype: 3)
         convert_mace(source).save(str(blocks))  # blocks of 3 nodes, the last one shorter
         staged_runs.assert_same_results(blocks, whole, battery(SPECIES, 3.5), 1e-12)
+
+
+def test_whole_dimension_slices_are_dropped_from_the_copy_only():
+    """e3nn's generated tensor products slice each path's weights as
+    ``w[:, a:b]``; TorchScript's extra whole-dimension slice (a zeroed copy of
+    the weights per path in the backward) is removed from the converted
+    model's copy, never from the model passed in. (That the numbers stay the
+    original's: every converted-equals-original test.)"""
+    import torch
+
+    from kim_gnn.mace import convert as mace_convert
+    from kim_gnn.mace.example import build_example_mace
+
+    def whole_slices(model):
+        found = 0
+        for module in model.modules():
+            for name in getattr(module, "__codegen__", []):
+                for node in getattr(module, name).graph.findAllNodes("aten::slice"):
+                    inputs = list(node.inputs())
+                    if isinstance(inputs[0].type(), torch._C.TensorType) and [v.toIValue() for v in inputs[2:]] == [
+                            0, mace_convert._SLICE_TO_END, 1]:
+                        found += 1
+        return found
+
+    model = build_example_mace(species=("Si",), num_interactions=2, num_channels=8, hidden_l=1, max_ell=2,
+                               correlation=2, model_dtype="float64")
+    before = whole_slices(model)
+    copy = mace_convert._copy_model(model)
+    assert before > 0 and whole_slices(copy) == before
+    assert mace_convert.drop_whole_dimension_slices(copy) == before
+    assert whole_slices(copy) == 0 and whole_slices(model) == before
