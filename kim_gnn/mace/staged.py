@@ -271,9 +271,11 @@ class ReceiverInteraction(torch.nn.Module):
 class ChunkedProduct(torch.nn.Module):
     """MACE's product basis (``EquivariantProductBasisBlock``: symmetric
     contraction, linear, + sc), a node-wise map, run on blocks of at most
-    ``chunk`` nodes and the blocks' results concatenated; ``chunk <= 0``: one
-    call on all nodes. The values are the block's own; only the size of its
-    intermediates changes (see ``product_chunk``)."""
+    ``chunk`` nodes and the blocks' results concatenated; ``chunk <= 0``, or
+    off the CPU (a GPU's caching allocator has no mmap cost, and each block
+    would launch every kernel again): one call on all nodes. The values are
+    the block's own; only the size of its intermediates changes (see
+    ``product_chunk``)."""
 
     chunk: int
 
@@ -283,7 +285,7 @@ class ChunkedProduct(torch.nn.Module):
         self.chunk = chunk
 
     def forward(self, node_feats: torch.Tensor, sc: Optional[torch.Tensor], node_attrs: torch.Tensor) -> torch.Tensor:
-        if self.chunk <= 0 or node_feats.shape[0] <= self.chunk:
+        if self.chunk <= 0 or node_feats.device.type != "cpu" or node_feats.shape[0] <= self.chunk:
             return self.product(node_feats=node_feats, sc=sc, node_attrs=node_attrs)
         feats = node_feats.split(self.chunk)
         attrs = node_attrs.split(self.chunk)
