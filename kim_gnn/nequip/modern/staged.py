@@ -80,8 +80,7 @@ class ReceiverLayer(ReceiverConvLayer):
         blocks: List[torch.Tensor] = []
         for i in range(len(gathered)):
             blocks.append(self.tp(gathered[i], attrs[i], self.edge_mlp(embedding[i])))
-        edge_features = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        y = self.linear_2(self.aggregation.scatter(edge_features, edge_index[0], num_out, route))
+        y = self.linear_2(self.aggregation.scatter_blocks(blocks, edge_index[0], num_out, route))
         return self.gate(y, sc, x_out)
 
 

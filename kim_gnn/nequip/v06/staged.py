@@ -74,12 +74,12 @@ class ReceiverLayer(ReceiverConvLayer):
         embedding = self.edge_blocks(data["edge_embedding"])
         blocks: List[torch.Tensor] = []
         for i in range(len(gathered)):
-            blocks.append(self.tp(gathered[i], attrs[i], self.fc(embedding[i])))
-        edge_features = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        if self.has_avg:
-            edge_features = edge_features.div(self.avg_num_neighbors**0.5)
+            edge_features = self.tp(gathered[i], attrs[i], self.fc(embedding[i]))
+            if self.has_avg:
+                edge_features = edge_features.div(self.avg_num_neighbors**0.5)
+            blocks.append(edge_features)
         # torch_runstats' scatter sum, into num_out rows
-        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, route)
+        aggregated = self.aggregation.scatter_blocks(blocks, edge_dst, num_out, route)
         return self.gate(self.linear_2(aggregated), sc, x_out)
 
 
