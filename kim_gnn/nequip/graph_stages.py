@@ -31,8 +31,10 @@ from ..runtime import AtenAggregation, StagedModule, StagePlan, StagedRuntime
 
 ATOMIC_ENERGY = "atomic_energy"
 NODE_FEATURES = "node_features"
-#: On the CPU a ``ReceiverLayer`` runs its per-edge work (radial network,
-#: tensor product) on blocks of this many edges. e3nn's tensor product
+#: On the CPU the NequIP layers (both versions' ``ReceiverLayer``, NequIP
+#: 0.6's ``ScalarOnlyLastLayer``) run their per-edge work (radial network,
+#: tensor product) on blocks of this many edges and sum the blocks with
+#: ``aggregation.scatter_blocks``. e3nn's tensor product
 #: allocates several ``[E, weight_numel]`` temporaries per call (its backward
 #: one zero-filled one per path); above glibc's mmap threshold (32 MiB at
 #: most: 8192 edges of 480 float64 weights) each is fresh memory, page-faulted
@@ -41,6 +43,16 @@ NODE_FEATURES = "node_features"
 #: (l_max 2) went from 1.33x the original's time per edge to 0.68x (512 atoms,
 #: float64, 1 thread). Each edge's message is computed exactly as before.
 EDGE_CHUNK = 512
+
+
+def edge_blocks(values: torch.Tensor, edge_chunk: int) -> List[torch.Tensor]:
+    """``values`` (one row per edge) in the blocks of edges a layer's
+    per-edge work runs on: ``edge_chunk`` rows each on the CPU (see
+    ``EDGE_CHUNK``), one block elsewhere (a GPU's caching allocator has no
+    such cost, and each block is a launch of every kernel)."""
+    if values.device.type != "cpu" or values.shape[0] <= edge_chunk:
+        return [values]
+    return list(torch.split(values, edge_chunk))
 
 
 class WholeLayer(torch.nn.Module):
@@ -99,13 +111,7 @@ class ReceiverConvLayer(torch.nn.Module):
         return x_out
 
     def edge_blocks(self, values: torch.Tensor) -> List[torch.Tensor]:
-        """``values`` (one row per edge) in the blocks of edges the per-edge
-        work runs on: ``edge_chunk`` rows each on the CPU (see
-        ``EDGE_CHUNK``), one block elsewhere (a GPU's caching allocator has
-        no such cost, and each block is a launch of every kernel)."""
-        if values.device.type != "cpu" or values.shape[0] <= self.edge_chunk:
-            return [values]
-        return list(torch.split(values, self.edge_chunk))
+        return edge_blocks(values, self.edge_chunk)
 
     def gate(self, y: torch.Tensor, sc: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
         if self.has_sc:

@@ -65,9 +65,10 @@ def test_residual_layers_run_on_receivers_exactly(nequip_models):
 
 
 def test_receiver_layers_per_block_of_edges_give_the_same_numbers(nequip_models):
-    """On the CPU a ReceiverLayer runs its radial network and tensor product
-    per block of ``edge_chunk`` edges (``graph_stages.EDGE_CHUNK``): blocks of
-    7 edges give the numbers of one block for the whole graph."""
+    """On the CPU a ReceiverLayer (and the scalar-only last layer) runs its
+    radial network and tensor product per block of ``edge_chunk`` edges
+    (``graph_stages.EDGE_CHUNK``): blocks of 7 edges give the numbers of one
+    block for the whole graph."""
     from kim_gnn.executor import load_unfrozen, run_on_graphs
     from kim_gnn.graphs import build_staged_graphs
 
@@ -75,7 +76,7 @@ def test_receiver_layers_per_block_of_edges_give_the_same_numbers(nequip_models)
     whole, spec = load_unfrozen(path)
     blocked, _ = load_unfrozen(path)
     layers = [layer for _, layer in blocked.staged.layers.named_children() if hasattr(layer, "edge_chunk")]
-    assert len(layers) >= 3
+    assert [layer.original_name for layer in layers] == ["ReceiverLayer"] * 3 + ["ScalarOnlyLastLayer"]
     for layer in [layer for _, layer in whole.staged.layers.named_children() if hasattr(layer, "edge_chunk")]:
         layer.edge_chunk = 10**9
     for layer in layers:
