@@ -84,6 +84,24 @@ def timed(call, repeats: int, warmup: int, device=None):
     return timed_calls(call, repeats, warmup, device)[0]
 
 
+def timed_interleaved(calls: dict, repeats: int, warmup: int) -> dict:
+    """Per name of ``calls`` (name -> call), the median and min wall time
+    over ``repeats`` rounds in which every call runs once, in turn, after
+    ``warmup`` such untimed rounds: a drift of the machine over the minutes
+    a large cell takes then falls on every side alike, instead of on the
+    side timed last."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    seconds = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(s), "min_s": min(s), "calls": len(s)} for name, s in seconds.items()}
+
+
 def si_supercell(replicas: int, seed: int):
     from ase.build import bulk
 

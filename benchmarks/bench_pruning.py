@@ -66,7 +66,7 @@ warnings.filterwarnings("ignore", category=UserWarning, message=r"The TorchScrip
 import torch  # noqa: E402
 
 from _bench_common import (QUICK_REPLICAS, RESULTS_DIR, OtherCpuLoad, finish_atoms_plot, peak_rss_mib,  # noqa: E402
-                           progress, si_supercell, timed)
+                           progress, si_supercell, timed, timed_interleaved)
 
 from kim_gnn.executor import cell_volume, load_staged_model, run_on_graphs  # noqa: E402
 from kim_gnn.graphs import build_staged_graphs  # noqa: E402
@@ -101,12 +101,15 @@ def parse_args(argv=None):
     parser.add_argument("--dtypes", nargs="+", choices=("float64", "float32"), default=["float64", "float32"])
     parser.add_argument("--replicas", type=int, nargs="+", default=list(DEFAULT_REPLICAS),
                         help="supercell repeats n of the 8-atom cubic cell (8 n^3 atoms); default: %(default)s")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per model and size (median, min)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed rounds per size, each calling every model once in turn (median, min)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed calls first (TorchScript's profiling executor re-specialises on new shapes)")
     parser.add_argument("--large", type=int, default=2000,
-                        help="above this many atoms, 1 timed call per model after the energy check (a NequIP call at 4096 "
-                             "atoms takes tens of seconds); default %(default)s")
+                        help="above this many atoms, --large-repeats timed rounds and no warm-up beyond the energy "
+                             "check (a NequIP call at 4096 atoms takes tens of seconds); default %(default)s")
+    parser.add_argument("--large-repeats", type=int, default=2,
+                        help="timed rounds above --large atoms (each round calls every side once); default %(default)s")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=RESULTS_DIR)
@@ -401,12 +404,11 @@ def bench_size(replicas, original_side, staged, receiver_row, args) -> dict:
         if row[f"energy_diff_{side}_eV"] > 1e-4 * max(1.0, abs(energies["original"])):
             progress(f"warning: {side} and original energies differ by {row[f'energy_diff_{side}_eV']:.3g} eV")
     # above --large the energy-check call above is the only warmup
-    repeats, warmup = (1, 0) if len(atoms) > args.large else (args.repeats, args.warmup)
+    repeats, warmup = (args.large_repeats, 0) if len(atoms) > args.large else (args.repeats, args.warmup)
     row["repeats"], row["warmup"] = repeats, warmup
+    progress(f"  {len(atoms)} atoms: {warmup} warm-up + {repeats} timed rounds of {' '.join(sides)}")
     with OtherCpuLoad() as load:
-        for side in sides:
-            progress(f"  {len(atoms)} atoms: {side}")
-            row[side] = timed(calls[side], repeats, warmup)
+        row.update(timed_interleaved({side: calls[side] for side in sides}, repeats, warmup))
     row.setdefault("kernels", None)  # null where the op library is not built
     t = {side: row[side]["median_s"] for side in sides if row[side]}
     row["ratio_unpruned"] = t["unpruned"] / t["original"]
@@ -500,6 +502,8 @@ def main(argv=None) -> None:
             "python": platform.python_version(),
             "model": dict(settings, seed=args.seed),
             "repeats": args.repeats,
+            "large_repeats": args.large_repeats,
+            "large": args.large,
             "warmup": args.warmup,
             "quick": args.quick,
         }

@@ -344,6 +344,45 @@ def _info(model, head: Optional[str], source_file: str = "", sha: str = "") -> M
     )
 
 
+#: aten::slice's end when TorchScript slices ``x[:, ...]`` (the whole dimension)
+_SLICE_TO_END = 9223372036854775807
+
+
+def drop_whole_dimension_slices(model: torch.nn.Module) -> int:
+    """Remove ``aten::slice(x, dim, 0, <end>, 1)`` of a tensor over its whole
+    dimension from the TorchScript forward of e3nn's generated code (the
+    ``__codegen__`` submodules: tensor products, linears) in ``model``;
+    returns how many were removed.
+
+    e3nn's generated tensor product takes each path's weights as
+    ``w[:, a:b]``. Python's indexing skips the whole-dimension ``:``;
+    TorchScript emits it as a slice of its own, whose backward builds a
+    zeroed copy of the whole weight tensor ([edges, weight_numel]) and copies
+    the gradient into it, once per path: the original (eager) model does
+    not. The slice returns a view of the whole tensor, so using the tensor
+    in its place gives the same values and gradients. ``model`` must be a
+    copy: the generated code is changed in place."""
+    removed = 0
+    for module in model.modules():
+        for name in getattr(module, "__codegen__", []):
+            scripted = getattr(module, name, None)
+            if not isinstance(scripted, torch.jit.ScriptModule):
+                continue
+            graph = scripted.graph
+            for node in list(graph.findAllNodes("aten::slice")):
+                inputs = list(node.inputs())
+                if len(inputs) != 5 or not isinstance(inputs[0].type(), torch._C.TensorType):
+                    continue
+                if any(v.node().kind() != "prim::Constant" for v in inputs[1:]):
+                    continue
+                start, end, step = (v.toIValue() for v in inputs[2:])
+                if start in (None, 0) and end in (None, _SLICE_TO_END) and step == 1:
+                    node.output().replaceAllUsesWith(inputs[0])
+                    node.destroy()
+                    removed += 1
+    return removed
+
+
 def _copy_model(model):
     """A deep copy to compile (e3nn's compile replaces submodules in place).
 
@@ -416,6 +455,37 @@ def _numbers(indices: List[int]) -> str:
     return " ".join(str(i + 1) for i in indices)
 
 
+#: bytes of the product basis's largest per-node intermediate a block of nodes may hold (see product_chunk)
+PRODUCT_BLOCK_BYTES = 8 << 20
+
+
+def product_chunk(product: torch.nn.Module, dtype: torch.dtype) -> int:
+    """How many nodes one call of a product basis block runs on
+    (``ChunkedProduct``; 0: all at once).
+
+    The symmetric contraction of correlation nu forms, per node, a tensor of
+    num_features * numel(U_nu) / (num_params * num_ell) elements ([n, 32, 3, 9, 9]
+    for 32 channels, max_ell 2, correlation 3, l = 1 out), and copies of it
+    for the backward. Over a few hundred nodes these pass glibc's largest
+    mmap threshold (32 MiB): every call then maps them anew and pays a page
+    fault per 4 KiB page (on the benchmark's 2-core machine, a pruned 512-atom
+    cell's 1230 receivers cost 1.3 times per node what the original's 512 do).
+    Blocks of at most PRODUCT_BLOCK_BYTES keep them on the heap."""
+    contractions = getattr(getattr(product, "symmetric_contractions", None), "contractions", None)
+    if contractions is None:
+        return 0
+    per_node = 0
+    for contraction in contractions:
+        correlation = int(getattr(contraction, "correlation", 0))
+        u = getattr(contraction, f"U_matrix_{correlation}", None)
+        num_features = int(getattr(contraction, "num_features", 0))
+        if not isinstance(u, torch.Tensor) or u.dim() < 2 or num_features <= 0:
+            return 0
+        per_node = max(per_node, num_features * u.numel() // (u.shape[-1] * u.shape[-2]))
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1, PRODUCT_BLOCK_BYTES // (per_node * itemsize)) if per_node else 0
+
+
 def applied_optimisations(interactions: list, reasons: List[str], prune: bool, kernels: str,
                           pair_repulsion: bool):
     """(the spec's details on what was applied, one warning line per
@@ -474,7 +544,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     """
     from .. import kernels as kernel_lib
     from ..runtime import StagedRuntime, make_aggregation
-    from .staged import StagedMACE, StagedZBL, WholeInteraction
+    from .staged import ChunkedProduct, StagedMACE, StagedZBL, WholeInteraction
 
     kernels = kernel_lib.check_choice(kernels, prune)
 
@@ -486,6 +556,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
     with default_dtype(dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = _copy_model(original).eval().to("cpu")  # a portable model is saved on the CPU
+        drop_whole_dimension_slices(model)
         reasons = [receiver_interaction_reason(b, k) if prune else "" for b, k in zip(model.interactions,
                                                                                       info.interactions)]
         interactions = [_receiver_interaction(b, k, kernels) if prune else WholeInteraction(b)
@@ -504,7 +575,7 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
             spherical_harmonics=model.spherical_harmonics,
             radial_embedding=model.radial_embedding,
             interactions=interactions,
-            products=list(model.products),
+            products=[ChunkedProduct(p, product_chunk(p, dtype)) for p in model.products],
             readouts=readouts,
             atomic_numbers=model.atomic_numbers,
             head=head_index,

@@ -1,7 +1,9 @@
 """The staged form of a MACE / ScaleShiftMACE energy model (one head).
 
-The compiled children of the original model are reused as they are; only
-the graph each one sees changes:
+The compiled children of the original model are reused as they are (a
+copy's: ``convert.drop_whole_dimension_slices`` takes TorchScript's no-op
+whole-dimension slices out of e3nn's generated code); only the graph each
+one sees changes:
 
 * node attributes (one-hot of the species index), the E0 energies and the
   node embedding are computed once on all particles;
@@ -10,6 +12,9 @@ the graph each one sees changes:
   embedding are recomputed on that graph. MACE sends along
   ``edge_index[0] -> edge_index[1]``; the staged graphs hold every edge in
   both directions, so they are passed on unchanged;
+* the product basis (a node-wise map) runs on blocks of nodes
+  (``ChunkedProduct``, block size from ``convert.product_chunk``): same
+  values, intermediates small enough to stay on the heap;
 * the readout of layer i is applied to the features after layer i; only
   contributing particles keep their energy, and every staged graph holds
   all edges of every contributing particle, so those features are exact;
@@ -261,6 +266,38 @@ class ReceiverInteraction(torch.nn.Module):
         if not self.residual:
             message = self.skip_tp(message, attrs_out)
         return self.reshape(message), sc
+
+
+class ChunkedProduct(torch.nn.Module):
+    """MACE's product basis (``EquivariantProductBasisBlock``: symmetric
+    contraction, linear, + sc), a node-wise map, run on blocks of at most
+    ``chunk`` nodes and the blocks' results concatenated; ``chunk <= 0``, or
+    off the CPU (a GPU's caching allocator has no mmap cost, and each block
+    would launch every kernel again): one call on all nodes. The values are
+    the block's own; only the size of its intermediates changes (see
+    ``product_chunk``)."""
+
+    chunk: int
+
+    def __init__(self, product: torch.nn.Module, chunk: int):
+        super().__init__()
+        self.product = product
+        self.chunk = chunk
+
+    def forward(self, node_feats: torch.Tensor, sc: Optional[torch.Tensor], node_attrs: torch.Tensor) -> torch.Tensor:
+        if self.chunk <= 0 or node_feats.device.type != "cpu" or node_feats.shape[0] <= self.chunk:
+            return self.product(node_feats=node_feats, sc=sc, node_attrs=node_attrs)
+        feats = node_feats.split(self.chunk)
+        attrs = node_attrs.split(self.chunk)
+        outs: List[torch.Tensor] = []
+        if sc is None:
+            for i in range(len(feats)):
+                outs.append(self.product(node_feats=feats[i], sc=None, node_attrs=attrs[i]))
+        else:
+            scs = sc.split(self.chunk)
+            for i in range(len(feats)):
+                outs.append(self.product(node_feats=feats[i], sc=scs[i], node_attrs=attrs[i]))
+        return torch.cat(outs, dim=0)
 
 
 class StagedMACE(StagedModule):

@@ -50,3 +50,62 @@ def test_pruned_model_under_default_float32_and_without_mace(mace_models, staged
     assert as_float32.energy == as_float64.energy
     np.testing.assert_array_equal(as_float32.forces, as_float64.forces)
     assert staged_runs.energy_without_architecture_packages(path, atoms) == pytest.approx(as_float64.energy, abs=1e-12)
+
+
+def test_product_basis_in_blocks_of_nodes_gives_the_same_numbers(mace_models, staged_runs, tmp_path, monkeypatch):
+    """The product basis runs on blocks of nodes (``ChunkedProduct``) whose
+    size ``product_chunk`` sets from the symmetric contraction's largest
+    per-node intermediate: blocks of a few nodes (with and without the
+    residual self-connection, and with a density block) give the numbers of
+    one call on all nodes."""
+    import torch
+
+    from kim_gnn.mace import convert as mace_convert
+    from kim_gnn.mace.example import build_example_mace
+
+    # the benchmark's model (32x0e+32x1o, max_ell 2, correlation 3): [n, 32, 3, 9, 9] per node
+    benchmark = build_example_mace(species=("Si",), num_interactions=2, r_max=5.0, num_channels=32, hidden_l=1,
+                                   max_ell=2, correlation=3, model_dtype="float64")
+    assert [mace_convert.product_chunk(p, torch.float64) for p in benchmark.products] == [
+        (8 << 20) // (32 * 3 * 81 * 8), (8 << 20) // (32 * 81 * 8)]
+    assert mace_convert.product_chunk(benchmark.products[0], torch.float32) == (8 << 20) // (32 * 3 * 81 * 4)
+    for interaction in (RESIDUAL, DENSITY):
+        source = mace_models.model(num_interactions=2, species=SPECIES, model_dtype="float64", interaction=interaction,
+                                   correlation=3, zbl=True, seed=5)
+        whole, blocks = tmp_path / f"whole-{interaction}.pt", tmp_path / f"blocks-{interaction}.pt"
+        monkeypatch.setattr(mace_convert, "product_chunk", lambda product, dtype: 0)
+        convert_mace(source).save(str(whole))  # one call on all nodes
+        monkeypatch.setattr(mace_convert, "product_chunk", lambda product, dtype: 3)
+        convert_mace(source).save(str(blocks))  # blocks of 3 nodes, the last one shorter
+        staged_runs.assert_same_results(blocks, whole, battery(SPECIES, 3.5), 1e-12)
+
+
+def test_whole_dimension_slices_are_dropped_from_the_copy_only():
+    """e3nn's generated tensor products slice each path's weights as
+    ``w[:, a:b]``; TorchScript's extra whole-dimension slice (a zeroed copy of
+    the weights per path in the backward) is removed from the converted
+    model's copy, never from the model passed in. (That the numbers stay the
+    original's: every converted-equals-original test.)"""
+    import torch
+
+    from kim_gnn.mace import convert as mace_convert
+    from kim_gnn.mace.example import build_example_mace
+
+    def whole_slices(model):
+        found = 0
+        for module in model.modules():
+            for name in getattr(module, "__codegen__", []):
+                for node in getattr(module, name).graph.findAllNodes("aten::slice"):
+                    inputs = list(node.inputs())
+                    if isinstance(inputs[0].type(), torch._C.TensorType) and [v.toIValue() for v in inputs[2:]] == [
+                            0, mace_convert._SLICE_TO_END, 1]:
+                        found += 1
+        return found
+
+    model = build_example_mace(species=("Si",), num_interactions=2, num_channels=8, hidden_l=1, max_ell=2,
+                               correlation=2, model_dtype="float64")
+    before = whole_slices(model)
+    copy = mace_convert._copy_model(model)
+    assert before > 0 and whole_slices(copy) == before
+    assert mace_convert.drop_whole_dimension_slices(copy) == before
+    assert whole_slices(copy) == 0 and whole_slices(model) == before
