@@ -31,6 +31,28 @@ from ..runtime import AtenAggregation, StagedModule, StagePlan, StagedRuntime
 
 ATOMIC_ENERGY = "atomic_energy"
 NODE_FEATURES = "node_features"
+#: On the CPU the NequIP layers (both versions' ``ReceiverLayer``, NequIP
+#: 0.6's ``ScalarOnlyLastLayer``) run their per-edge work (radial network,
+#: tensor product) on blocks of this many edges and sum the blocks with
+#: ``aggregation.scatter_blocks``. e3nn's tensor product
+#: allocates several ``[E, weight_numel]`` temporaries per call (its backward
+#: one zero-filled one per path); above glibc's mmap threshold (32 MiB at
+#: most: 8192 edges of 480 float64 weights) each is fresh memory, page-faulted
+#: on first touch. In blocks of 512 edges (1-2 MiB) the heap reuses them and
+#: they stay in cache: the middle layer of the benchmark's nequip >= 0.7 model
+#: (l_max 2) went from 1.33x the original's time per edge to 0.68x (512 atoms,
+#: float64, 1 thread). Each edge's message is computed exactly as before.
+EDGE_CHUNK = 512
+
+
+def edge_blocks(values: torch.Tensor, edge_chunk: int) -> List[torch.Tensor]:
+    """``values`` (one row per edge) in the blocks of edges a layer's
+    per-edge work runs on: ``edge_chunk`` rows each on the CPU (see
+    ``EDGE_CHUNK``), one block elsewhere (a GPU's caching allocator has no
+    such cost, and each block is a launch of every kernel)."""
+    if values.device.type != "cpu" or values.shape[0] <= edge_chunk:
+        return [values]
+    return list(torch.split(values, edge_chunk))
 
 
 class WholeLayer(torch.nn.Module):
@@ -70,10 +92,12 @@ class ReceiverConvLayer(torch.nn.Module):
     has_sc: bool
     resnet: bool
     out_field: str
+    edge_chunk: int
 
     def __init__(self, layer: torch.nn.Module, aggregation: Optional[torch.nn.Module] = None):
         super().__init__()
         self.out_field = NODE_FEATURES
+        self.edge_chunk = EDGE_CHUNK
         self.aggregation = aggregation if aggregation is not None else AtenAggregation()
         sc = getattr(layer.conv, "sc", None)
         self.has_sc = isinstance(sc, torch.nn.Module)
@@ -85,6 +109,9 @@ class ReceiverConvLayer(torch.nn.Module):
         if self.has_sc:
             return self.sc(x_out, node_attrs_out)
         return x_out
+
+    def edge_blocks(self, values: torch.Tensor) -> List[torch.Tensor]:
+        return edge_blocks(values, self.edge_chunk)
 
     def gate(self, y: torch.Tensor, sc: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
         if self.has_sc:

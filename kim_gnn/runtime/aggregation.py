@@ -14,7 +14,8 @@ conversion time (``kernels="aten"`` or ``"kim_gnn"``):
   pointer (for the deterministic backward of the gather).
 
 ``StagedRuntime.plan`` calls ``plan`` once per graph (the plan's ``routes``);
-a layer then calls ``gather`` and ``scatter`` with that route. A model holds
+a layer then calls ``gather`` and ``scatter`` (or ``scatter_blocks``, for
+values computed per block of consecutive edges) with that route. A model holds
 only the class it was converted with, so an aten model never names a kim_gnn
 op.
 """
@@ -42,6 +43,23 @@ class AtenAggregation(torch.nn.Module):
         shape = [num_out] + list(values.shape[1:])
         index = receivers.view([-1] + [1] * (values.dim() - 1)).expand_as(values)
         return torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_add_(0, index, values)
+
+    def scatter_blocks(self, blocks: List[torch.Tensor], receivers: torch.Tensor, num_out: int,
+                       plan: List[torch.Tensor]) -> torch.Tensor:
+        """``scatter(torch.cat(blocks), ...)`` (``blocks``: consecutive edges)
+        without forming the concatenation: block by block into one sum, in
+        the same order of edges."""
+        if len(blocks) == 1:
+            return self.scatter(blocks[0], receivers, num_out, plan)
+        first = blocks[0]
+        out = torch.zeros([num_out] + list(first.shape[1:]), dtype=first.dtype, device=first.device)
+        start = 0
+        for block in blocks:
+            size = block.shape[0]
+            index = receivers.narrow(0, start, size).view([-1] + [1] * (block.dim() - 1)).expand_as(block)
+            out = out.scatter_add_(0, index, block)
+            start += size
+        return out
 
 
 class KernelAggregation(torch.nn.Module):
@@ -71,6 +89,12 @@ class KernelAggregation(torch.nn.Module):
     def scatter(self, values: torch.Tensor, receivers: torch.Tensor, num_out: int,
                 plan: List[torch.Tensor]) -> torch.Tensor:
         return torch.ops.kim_gnn.segment_sum(values, plan[0])
+
+    def scatter_blocks(self, blocks: List[torch.Tensor], receivers: torch.Tensor, num_out: int,
+                       plan: List[torch.Tensor]) -> torch.Tensor:
+        """``scatter(torch.cat(blocks), ...)`` (the kernel sums over the whole
+        receiver-sorted edge list)."""
+        return self.scatter(torch.cat(blocks) if len(blocks) > 1 else blocks[0], receivers, num_out, plan)
 
 
 def make_aggregation(kernels: str) -> torch.nn.Module:

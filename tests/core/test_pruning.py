@@ -7,6 +7,8 @@
   zero length into unneeded receivers) leaves the result unchanged and finite.
 """
 
+from typing import List
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ import torch
 from kim_gnn import contract
 from kim_gnn.executor import load_staged_model
 from kim_gnn.graphs import build_staged_graphs
-from kim_gnn.runtime import StagedRuntime, needed_levels
+from kim_gnn.runtime import AtenAggregation, StagedRuntime, needed_levels
 from kim_gnn.verification.structures import battery
 
 SPECIES = ("Si", "C")
@@ -118,6 +120,40 @@ def test_particles_outside_every_needed_set_exist_in_the_battery():
         sets = needed_sets_by_definition(g.edge_index, g.contributions)
         outside += g.num_particles - len(sets[-1])
     assert outside > 0
+
+
+class _ScatterBlocks(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.aggregation = AtenAggregation()
+
+    def forward(self, blocks: List[torch.Tensor], receivers: torch.Tensor, num_out: int) -> torch.Tensor:
+        return self.aggregation.scatter_blocks(blocks, receivers, num_out, torch.jit.annotate(List[torch.Tensor], []))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_aten_scatter_blocks_equals_the_scatter_of_the_concatenation(dtype):
+    """``scatter_blocks`` (values computed per block of consecutive edges)
+    sums block by block into one output, in the order of the edges: the sums
+    and the gradients of ``scatter(torch.cat(blocks))``, scripted."""
+    aggregation = torch.jit.script(_ScatterBlocks())
+    generator = torch.Generator().manual_seed(0)
+    receivers = torch.randint(0, 5, (23,), generator=generator)
+    values = torch.randn(23, 4, 3, generator=generator, dtype=dtype)
+    sums = []
+    grads = []
+    for sizes in ([23], [7, 7, 7, 2], [1] * 23):
+        leaf = values.clone().requires_grad_(True)
+        blocks = list(torch.split(leaf, sizes))
+        out = aggregation(blocks, receivers, 6)
+        (out * torch.arange(out.numel(), dtype=dtype).view(out.shape)).sum().backward()
+        sums.append(out.detach())
+        grads.append(leaf.grad)
+    expected = aggregation([values.view(23, 12)], receivers, 6).view(6, 4, 3)
+    assert expected[5].abs().max() == 0 and expected.shape == (6, 4, 3)
+    for out, grad in zip(sums, grads):
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-5)
+        torch.testing.assert_close(grad, grads[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("prune", [True, False])

@@ -48,6 +48,7 @@ class ReceiverLayer(ReceiverConvLayer):
         sc = sc(x, node_attrs)                          # receivers only
         h = avg_num_neighbors_norm(linear_1(x))         # every sender (per-type norm)
         m = scatter_sum(tp(h[sender], edge_attrs, edge_mlp(edge_embedding)), receiver)
+          # (edge_mlp and tp per block of edges on the CPU: ReceiverConvLayer.edge_blocks)
         y = nonlin(linear_2(m) + sc) (+ x if resnet)    # receivers only
 
     The gather and the scatter sum are ``aggregation``'s
@@ -72,9 +73,14 @@ class ReceiverLayer(ReceiverConvLayer):
         normed: Dict[str, torch.Tensor] = {"node_features": self.linear_1(x), "atom_types": data["atom_types"]}
         h = self.norm(normed)["node_features"]
         edge_index = data["edge_index"]
-        edge_features = self.tp(self.aggregation.gather(h, edge_index[1], route), data["edge_attrs"],
-                                self.edge_mlp(data["edge_embedding"]))
-        y = self.linear_2(self.aggregation.scatter(edge_features, edge_index[0], num_out, route))
+        # per block of edges (edge_blocks: on the CPU, to keep e3nn's temporaries small)
+        gathered = self.edge_blocks(self.aggregation.gather(h, edge_index[1], route))
+        attrs = self.edge_blocks(data["edge_attrs"])
+        embedding = self.edge_blocks(data["edge_embedding"])
+        blocks: List[torch.Tensor] = []
+        for i in range(len(gathered)):
+            blocks.append(self.tp(gathered[i], attrs[i], self.edge_mlp(embedding[i])))
+        y = self.linear_2(self.aggregation.scatter_blocks(blocks, edge_index[0], num_out, route))
         return self.gate(y, sc, x_out)
 
 

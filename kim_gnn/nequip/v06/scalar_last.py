@@ -45,6 +45,7 @@ import torch
 
 from ...errors import first_line
 from ...runtime import AtenAggregation
+from ..graph_stages import EDGE_CHUNK, edge_blocks
 
 
 class ScalarPath(torch.nn.Module):
@@ -127,6 +128,7 @@ class ScalarOnlyLastLayer(torch.nn.Module):
     out_dim: int
     act_bounds: List[int]
     restricted_linear_1: bool
+    edge_chunk: int
 
     def __init__(self, fc_hidden: List[torch.nn.Module], fc_last: torch.Tensor, linear_1: torch.nn.Module,
                  h_columns: torch.Tensor, linear_1_blocks: Optional[List[LinearBlock]], paths: List[ScalarPath],
@@ -138,6 +140,7 @@ class ScalarOnlyLastLayer(torch.nn.Module):
         self.out_field = "node_features"
         # gather / scatter-sum of the edges: aten, or the kim_gnn ops (kim_gnn/runtime/aggregation.py)
         self.aggregation = aggregation if aggregation is not None else AtenAggregation()
+        self.edge_chunk = EDGE_CHUNK
         self.fc_hidden = torch.nn.ModuleList(fc_hidden)
         self.register_buffer("fc_last", fc_last)
         # linear_1's needed output blocks (or, where its structure was not
@@ -167,11 +170,6 @@ class ScalarOnlyLastLayer(torch.nn.Module):
         x_out = x[:num_out]
         num_read = self.read_channels.shape[0]
 
-        # The radial network, its last linear layer on the weights of the scalar paths only.
-        z = data["edge_embedding"]
-        for layer in self.fc_hidden:
-            z = layer(z)
-        weight = torch.mm(z, self.fc_last)
         # linear_1 on the senders, then only the blocks the scalar paths read, per edge.
         if self.restricted_linear_1:
             blocks: List[torch.Tensor] = []
@@ -180,15 +178,26 @@ class ScalarOnlyLastLayer(torch.nn.Module):
             h = torch.cat(blocks, dim=1)
         else:
             h = self.linear_1(x).index_select(1, self.h_columns)
-        h = self.aggregation.gather(h, edge_src, route)
-        y = data["edge_attrs"]
-        parts: List[torch.Tensor] = []
-        for path in self.paths:
-            parts.append(path(h, y, weight))
-        edge_features = torch.cat(parts, dim=1)
-        if self.has_avg:
-            edge_features = edge_features.div(self.avg_num_neighbors**0.5)
-        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, route)
+        # Per block of edges on the CPU (graph_stages.edge_blocks): the radial
+        # network, its last linear layer on the weights of the scalar paths
+        # only, and the paths.
+        gathered = edge_blocks(self.aggregation.gather(h, edge_src, route), self.edge_chunk)
+        edge_attrs = edge_blocks(data["edge_attrs"], self.edge_chunk)
+        embedding = edge_blocks(data["edge_embedding"], self.edge_chunk)
+        blocks: List[torch.Tensor] = []
+        for i in range(len(gathered)):
+            z = embedding[i]
+            for layer in self.fc_hidden:
+                z = layer(z)
+            weight = torch.mm(z, self.fc_last)
+            parts: List[torch.Tensor] = []
+            for path in self.paths:
+                parts.append(path(gathered[i], edge_attrs[i], weight))
+            edge_features = torch.cat(parts, dim=1)
+            if self.has_avg:
+                edge_features = edge_features.div(self.avg_num_neighbors**0.5)
+            blocks.append(edge_features)
+        aggregated = self.aggregation.scatter_blocks(blocks, edge_dst, num_out, route)
         out = torch.mm(aggregated, self.linear_2)
         if self.has_sc:
             attrs = data["node_attrs"][:num_out]

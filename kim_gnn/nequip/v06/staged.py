@@ -40,6 +40,7 @@ class ReceiverLayer(ReceiverConvLayer):
         m = scatter_sum(tp(linear_1(x)[sender], edge_attrs, fc(edge_embedding)) / sqrt(avg_num_neighbors), receiver)
         y = gate(linear_2(m) + sc) (+ x if resnet)
 
+    (fc and tp per block of edges on the CPU: ``ReceiverConvLayer.edge_blocks``.)
     Only ``linear_1`` (and the edge work) needs the senders. The gather and
     the scatter sum are ``aggregation``'s (``kim_gnn/runtime/aggregation.py``:
     aten, or the kim_gnn kernels on receiver-sorted edges), along the
@@ -61,18 +62,24 @@ class ReceiverLayer(ReceiverConvLayer):
         self.avg_num_neighbors = float(avg) if avg is not None else 1.0
 
     def forward(self, data: Dict[str, torch.Tensor], num_out: int, route: List[torch.Tensor]) -> torch.Tensor:
-        weight = self.fc(data["edge_embedding"])
         x = data["node_features"]
         edge_src = data["edge_index"][1]
         edge_dst = data["edge_index"][0]
         x_out = x[:num_out]
         sc = self.self_connection(x_out, data["node_attrs"][:num_out])
         h = self.linear_1(x)
-        edge_features = self.tp(self.aggregation.gather(h, edge_src, route), data["edge_attrs"], weight)
-        if self.has_avg:
-            edge_features = edge_features.div(self.avg_num_neighbors**0.5)
+        # per block of edges (edge_blocks: on the CPU, to keep e3nn's temporaries small)
+        gathered = self.edge_blocks(self.aggregation.gather(h, edge_src, route))
+        attrs = self.edge_blocks(data["edge_attrs"])
+        embedding = self.edge_blocks(data["edge_embedding"])
+        blocks: List[torch.Tensor] = []
+        for i in range(len(gathered)):
+            edge_features = self.tp(gathered[i], attrs[i], self.fc(embedding[i]))
+            if self.has_avg:
+                edge_features = edge_features.div(self.avg_num_neighbors**0.5)
+            blocks.append(edge_features)
         # torch_runstats' scatter sum, into num_out rows
-        aggregated = self.aggregation.scatter(edge_features, edge_dst, num_out, route)
+        aggregated = self.aggregation.scatter_blocks(blocks, edge_dst, num_out, route)
         return self.gate(self.linear_2(aggregated), sc, x_out)
 
 

@@ -238,3 +238,24 @@ def test_a_layer_with_unknown_parts_runs_whole_and_says_so(modern_models):
         g = _graphs(case.atoms, 2)
         inputs = (g.species, g.positions, g.edge_index, g.contributions)
         _assert_close(_run(staged, *inputs), _run(reference, *inputs), case.name)
+
+
+@pytest.mark.parametrize("mode", ["pruned", "kernels"])
+def test_receiver_layers_per_block_of_edges_give_the_same_numbers(converted, mode):
+    """On the CPU a ReceiverLayer runs its edge MLP and tensor product per
+    block of ``edge_chunk`` edges (``graph_stages.EDGE_CHUNK``): blocks of 7
+    edges give the numbers of one block for the whole graph."""
+    path = converted.path("nequip", mode)
+    (whole, spec), (blocked, _) = load_unfrozen(path), load_unfrozen(path)
+    for module, chunk in ((whole, 10**9), (blocked, 7)):
+        layers = [layer for _, layer in module.staged.layers.named_children() if hasattr(layer, "edge_chunk")]
+        assert len(layers) == spec.num_layers
+        for layer in layers:
+            layer.edge_chunk = chunk
+    blocks = 0
+    for case in battery(SPECIES, 4.0)[:6]:
+        g = _graphs(case.atoms, spec.num_layers)
+        blocks += sum(e.shape[1] > 7 for e in g.edge_index)
+        inputs = (g.species, g.positions, g.edge_index, g.contributions)
+        _assert_close(_run(blocked, *inputs), _run(whole, *inputs), f"{mode} {case.name}")
+    assert blocks >= 6  # graphs of more than one block

@@ -62,3 +62,31 @@ def test_residual_layers_run_on_receivers_exactly(nequip_models):
     assert read_spec(path).details["receiver_only_layers"] == "4"
     report = verify(nequip_models.deployed(**options), path)
     assert report.passed, "\n" + report.summary()
+
+
+def test_receiver_layers_per_block_of_edges_give_the_same_numbers(nequip_models):
+    """On the CPU a ReceiverLayer (and the scalar-only last layer) runs its
+    radial network and tensor product per block of ``edge_chunk`` edges
+    (``graph_stages.EDGE_CHUNK``): blocks of 7 edges give the numbers of one
+    block for the whole graph."""
+    from kim_gnn.executor import load_unfrozen, run_on_graphs
+    from kim_gnn.graphs import build_staged_graphs
+
+    path = nequip_models.converted(num_layers=4, species=SPECIES, resnet=True, l_max=2)
+    whole, spec = load_unfrozen(path)
+    blocked, _ = load_unfrozen(path)
+    layers = [layer for _, layer in blocked.staged.layers.named_children() if hasattr(layer, "edge_chunk")]
+    assert [layer.original_name for layer in layers] == ["ReceiverLayer"] * 3 + ["ScalarOnlyLastLayer"]
+    for layer in [layer for _, layer in whole.staged.layers.named_children() if hasattr(layer, "edge_chunk")]:
+        layer.edge_chunk = 10**9
+    for layer in layers:
+        layer.edge_chunk = 7
+    blocks = 0
+    for case in battery(SPECIES, 3.5)[:6]:
+        graphs = build_staged_graphs(case.atoms, spec.species, spec.cutoff, spec.num_layers)
+        blocks += sum(e.shape[1] > 7 for e in graphs.edge_index)
+        a = run_on_graphs(blocked, graphs, len(case.atoms))
+        b = run_on_graphs(whole, graphs, len(case.atoms))
+        np.testing.assert_allclose(a.energies, b.energies, rtol=0, atol=1e-12, err_msg=case.name)
+        np.testing.assert_allclose(a.forces, b.forces, rtol=0, atol=1e-12, err_msg=case.name)
+    assert blocks >= 6  # graphs of more than one block
