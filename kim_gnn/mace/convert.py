@@ -37,6 +37,7 @@ from .._version import __version__
 from ..contract import StagedModelSpec
 from ..errors import KimGnnError, UnsupportedModelError, first_line, warn_not_applied
 from ..reference import default_dtype
+from ..torchscript_graphs import drop_whole_dimension_slices
 from ..archives import has_torchscript_member, load_pickled, pickle_bytes, zip_names
 
 SUPPORTED_MODEL_CLASSES = ("MACE", "ScaleShiftMACE")
@@ -342,45 +343,6 @@ def _info(model, head: Optional[str], source_file: str = "", sha: str = "") -> M
         source_file=source_file,
         sha256=sha,
     )
-
-
-#: aten::slice's end when TorchScript slices ``x[:, ...]`` (the whole dimension)
-_SLICE_TO_END = 9223372036854775807
-
-
-def drop_whole_dimension_slices(model: torch.nn.Module) -> int:
-    """Remove ``aten::slice(x, dim, 0, <end>, 1)`` of a tensor over its whole
-    dimension from the TorchScript forward of e3nn's generated code (the
-    ``__codegen__`` submodules: tensor products, linears) in ``model``;
-    returns how many were removed.
-
-    e3nn's generated tensor product takes each path's weights as
-    ``w[:, a:b]``. Python's indexing skips the whole-dimension ``:``;
-    TorchScript emits it as a slice of its own, whose backward builds a
-    zeroed copy of the whole weight tensor ([edges, weight_numel]) and copies
-    the gradient into it, once per path: the original (eager) model does
-    not. The slice returns a view of the whole tensor, so using the tensor
-    in its place gives the same values and gradients. ``model`` must be a
-    copy: the generated code is changed in place."""
-    removed = 0
-    for module in model.modules():
-        for name in getattr(module, "__codegen__", []):
-            scripted = getattr(module, name, None)
-            if not isinstance(scripted, torch.jit.ScriptModule):
-                continue
-            graph = scripted.graph
-            for node in list(graph.findAllNodes("aten::slice")):
-                inputs = list(node.inputs())
-                if len(inputs) != 5 or not isinstance(inputs[0].type(), torch._C.TensorType):
-                    continue
-                if any(v.node().kind() != "prim::Constant" for v in inputs[1:]):
-                    continue
-                start, end, step = (v.toIValue() for v in inputs[2:])
-                if start in (None, 0) and end in (None, _SLICE_TO_END) and step == 1:
-                    node.output().replaceAllUsesWith(inputs[0])
-                    node.destroy()
-                    removed += 1
-    return removed
 
 
 def _copy_model(model):

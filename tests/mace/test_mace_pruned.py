@@ -60,6 +60,7 @@ def test_product_basis_in_blocks_of_nodes_gives_the_same_numbers(mace_models, st
     one call on all nodes."""
     import torch
 
+    from kim_gnn import torchscript_graphs
     from kim_gnn.mace import convert as mace_convert
     from kim_gnn.mace.example import build_example_mace
 
@@ -88,6 +89,7 @@ def test_whole_dimension_slices_are_dropped_from_the_copy_only():
     original's: every converted-equals-original test.)"""
     import torch
 
+    from kim_gnn import torchscript_graphs
     from kim_gnn.mace import convert as mace_convert
     from kim_gnn.mace.example import build_example_mace
 
@@ -98,7 +100,7 @@ def test_whole_dimension_slices_are_dropped_from_the_copy_only():
                 for node in getattr(module, name).graph.findAllNodes("aten::slice"):
                     inputs = list(node.inputs())
                     if isinstance(inputs[0].type(), torch._C.TensorType) and [v.toIValue() for v in inputs[2:]] == [
-                            0, mace_convert._SLICE_TO_END, 1]:
+                            0, torchscript_graphs.SLICE_TO_END, 1]:
                         found += 1
         return found
 
@@ -107,5 +109,5 @@ def test_whole_dimension_slices_are_dropped_from_the_copy_only():
     before = whole_slices(model)
     copy = mace_convert._copy_model(model)
     assert before > 0 and whole_slices(copy) == before
-    assert mace_convert.drop_whole_dimension_slices(copy) == before
+    assert torchscript_graphs.drop_whole_dimension_slices(copy) == before
     assert whole_slices(copy) == 0 and whole_slices(model) == before
