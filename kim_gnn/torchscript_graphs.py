@@ -109,3 +109,12 @@ def private_scripted_copies(model: torch.nn.Module) -> torch.nn.Module:
 
     visit(model)
     return model
+
+
+def without_whole_dimension_slices(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with private copies of its scripted parts
+    (``private_scripted_copies``), whose whole-dimension slices are dropped
+    (``drop_whole_dimension_slices``): what a converter saves."""
+    model = private_scripted_copies(model)
+    drop_whole_dimension_slices(model)
+    return model

@@ -531,13 +531,18 @@ def convert_mace(model_or_path: Union[str, "os.PathLike[str]", torch.nn.Module],
                             for b, k in zip(model.interactions, info.interactions)]
         readouts = [_head_readout(r, READOUT_KINDS[k], head_index, len(info.heads), dtype)
                     for r, k in zip(model.readouts, info.readouts)]
+        chunks = [product_chunk(p, dtype) for p in model.products]
+        unblocked = [i for i, chunk in enumerate(chunks) if chunk <= 0]
+        if unblocked:
+            not_applied.append(f"product basis of interaction(s) {_numbers(unblocked)} not run in blocks of nodes "
+                               "on the CPU (its symmetric contraction's sizes were not found): one call on all nodes")
         staged = StagedMACE(
             atomic_energies_fn=model.atomic_energies_fn,
             node_embedding=model.node_embedding,
             spherical_harmonics=model.spherical_harmonics,
             radial_embedding=model.radial_embedding,
             interactions=interactions,
-            products=[ChunkedProduct(p, product_chunk(p, dtype)) for p in model.products],
+            products=[ChunkedProduct(p, chunk) for p, chunk in zip(model.products, chunks)],
             readouts=readouts,
             atomic_numbers=model.atomic_numbers,
             head=head_index,

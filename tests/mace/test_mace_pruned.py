@@ -57,10 +57,11 @@ def test_product_basis_in_blocks_of_nodes_gives_the_same_numbers(mace_models, st
     size ``product_chunk`` sets from the symmetric contraction's largest
     per-node intermediate: blocks of a few nodes (with and without the
     residual self-connection, and with a density block) give the numbers of
-    one call on all nodes."""
+    one call on all nodes. Where no block size is found the conversion says
+    so in one warning line."""
     import torch
 
-    from kim_gnn import torchscript_graphs
+    from kim_gnn.errors import OptimisationNotApplied
     from kim_gnn.mace import convert as mace_convert
     from kim_gnn.mace.example import build_example_mace
 
@@ -75,7 +76,8 @@ def test_product_basis_in_blocks_of_nodes_gives_the_same_numbers(mace_models, st
                                    correlation=3, zbl=True, seed=5)
         whole, blocks = tmp_path / f"whole-{interaction}.pt", tmp_path / f"blocks-{interaction}.pt"
         monkeypatch.setattr(mace_convert, "product_chunk", lambda product, dtype: 0)
-        convert_mace(source).save(str(whole))  # one call on all nodes
+        with pytest.warns(OptimisationNotApplied, match=r"^product basis of interaction\(s\) 1 2 not run in blocks"):
+            convert_mace(source).save(str(whole))  # one call on all nodes
         monkeypatch.setattr(mace_convert, "product_chunk", lambda product, dtype: 3)
         convert_mace(source).save(str(blocks))  # blocks of 3 nodes, the last one shorter
         staged_runs.assert_same_results(blocks, whole, battery(SPECIES, 3.5), 1e-12)

@@ -23,7 +23,7 @@ from ... import contract
 from ..._version import __version__
 from ...contract import StagedModelSpec
 from ...errors import KimGnnError, UnsupportedModelError, first_line, warn_not_applied
-from ...torchscript_graphs import drop_whole_dimension_slices, private_scripted_copies
+from ...torchscript_graphs import without_whole_dimension_slices
 from . import load
 from .info import Source, _inspect
 from .network import EDGEWISE_READOUT, ENERGY_FIELD, PAIR_POTENTIALS, class_name
@@ -117,8 +117,7 @@ def convert_nequip_modern(source: Source, type_map=None, prune: bool = True, ker
     if not compiled_file:
         staged = _compile_eager(staged)
     # the staged module's own copies of the scripted parts, without TorchScript's whole-dimension slices
-    staged = private_scripted_copies(staged)
-    drop_whole_dimension_slices(staged)
+    staged = without_whole_dimension_slices(staged)
     spec = StagedModelSpec(
         species=info.species,
         cutoff=info.r_max,

@@ -34,7 +34,7 @@ from ..._version import __version__
 from ...contract import StagedModelSpec
 from ...archives import load_torchscript
 from ...errors import KimGnnError, UnsupportedModelError, first_line
-from ...torchscript_graphs import drop_whole_dimension_slices, private_scripted_copies
+from ...torchscript_graphs import without_whole_dimension_slices
 from ..graph_stages import WholeLayer
 from ..module_tree import PAIR_POTENTIALS, SCALAR_TYPE_CODES, refuse_module
 from ..module_tree import class_name as _original_name
@@ -445,8 +445,7 @@ def convert_nequip(path, prune: bool = True, kernels: Optional[str] = None,
         readout_is_pair=[_original_name(m) in PAIR_POTENTIALS for m in readout],
     )
     # the staged module's own copies of the loaded parts, without TorchScript's whole-dimension slices
-    staged = private_scripted_copies(staged)
-    drop_whole_dimension_slices(staged)
+    staged = without_whole_dimension_slices(staged)
     spec = StagedModelSpec(
         species=info.species,
         cutoff=info.r_max,

@@ -11,7 +11,7 @@ import torch
 
 from kim_gnn.nequip.modern import convert as modern_convert
 from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
-from kim_gnn.torchscript_graphs import SLICE_TO_END, count_whole_dimension_slices
+from kim_gnn.torchscript_graphs import SLICE_TO_END, count_whole_dimension_slices, private_scripted_copies
 from kim_gnn.verification.structures import battery
 
 pytestmark = pytest.mark.skipif(
@@ -40,7 +40,7 @@ def test_whole_dimension_slices_are_dropped_with_the_same_numbers(modern_models,
     if before is not None:
         assert before > 0 and count_whole_dimension_slices(source) == before  # the user's model keeps its slices
     with monkeypatch.context() as patch:
-        patch.setattr(modern_convert, "drop_whole_dimension_slices", lambda model: 0)
+        patch.setattr(modern_convert, "without_whole_dimension_slices", private_scripted_copies)
         modern_convert.convert_nequip_modern(source).save(str(kept))
     assert _saved_code_slices(kept) > 0 and _saved_code_slices(dropped) == 0
     assert count_whole_dimension_slices(torch.jit.load(str(dropped))) < count_whole_dimension_slices(

@@ -9,7 +9,7 @@ import torch
 
 from kim_gnn.nequip import convert_nequip
 from kim_gnn.nequip.v06 import convert as nequip_convert
-from kim_gnn.torchscript_graphs import SLICE_TO_END, count_whole_dimension_slices
+from kim_gnn.torchscript_graphs import SLICE_TO_END, count_whole_dimension_slices, private_scripted_copies
 from kim_gnn.verification.structures import battery
 
 
@@ -26,7 +26,7 @@ def test_whole_dimension_slices_are_dropped_with_the_same_numbers(nequip_models,
     dropped, kept = tmp_path / "dropped.pt", tmp_path / "kept.pt"
     convert_nequip(deployed).save(str(dropped))
     with monkeypatch.context() as patch:
-        patch.setattr(nequip_convert, "drop_whole_dimension_slices", lambda model: 0)
+        patch.setattr(nequip_convert, "without_whole_dimension_slices", private_scripted_copies)
         convert_nequip(deployed).save(str(kept))
     assert _saved_code_slices(kept) > 0 and _saved_code_slices(dropped) == 0
     assert count_whole_dimension_slices(torch.jit.load(str(dropped))) < count_whole_dimension_slices(
