@@ -45,14 +45,16 @@ NODE_FEATURES = "node_features"
 EDGE_CHUNK = 512
 
 
-def edge_blocks(values: torch.Tensor, edge_chunk: int) -> List[torch.Tensor]:
+def edge_blocks(values: torch.Tensor, sizes: List[int]) -> List[torch.Tensor]:
     """``values`` (one row per edge) in the blocks of edges a layer's
-    per-edge work runs on: ``edge_chunk`` rows each on the CPU (see
-    ``EDGE_CHUNK``), one block elsewhere (a GPU's caching allocator has no
-    such cost, and each block is a launch of every kernel)."""
-    if values.device.type != "cpu" or values.shape[0] <= edge_chunk:
+    per-edge work runs on: ``sizes`` from the aggregation's ``block_sizes``
+    (``edge_chunk`` edges each on the CPU, see ``EDGE_CHUNK``, ending at
+    receiver boundaries for the kernels; one block elsewhere: a GPU's
+    caching allocator has no such cost, and each block is a launch of every
+    kernel)."""
+    if len(sizes) <= 1:
         return [values]
-    return list(torch.split(values, edge_chunk))
+    return list(torch.split(values, sizes))
 
 
 class WholeLayer(torch.nn.Module):
@@ -110,8 +112,8 @@ class ReceiverConvLayer(torch.nn.Module):
             return self.sc(x_out, node_attrs_out)
         return x_out
 
-    def edge_blocks(self, values: torch.Tensor) -> List[torch.Tensor]:
-        return edge_blocks(values, self.edge_chunk)
+    def block_sizes(self, receivers: torch.Tensor, route: List[torch.Tensor]) -> List[int]:
+        return self.aggregation.block_sizes(receivers, route, self.edge_chunk)
 
     def gate(self, y: torch.Tensor, sc: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
         if self.has_sc:

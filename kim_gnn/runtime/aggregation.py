@@ -44,6 +44,18 @@ class AtenAggregation(torch.nn.Module):
         index = receivers.view([-1] + [1] * (values.dim() - 1)).expand_as(values)
         return torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_add_(0, index, values)
 
+    def block_sizes(self, receivers: torch.Tensor, plan: List[torch.Tensor], edge_chunk: int) -> List[int]:
+        """The sizes of the blocks of consecutive edges a layer computes its
+        messages on (``scatter_blocks`` sums them): ``edge_chunk`` edges each
+        on the CPU, one block elsewhere or for at most ``edge_chunk`` edges."""
+        num_edges = int(receivers.shape[0])
+        if receivers.device.type != "cpu" or num_edges <= edge_chunk:
+            return [num_edges]
+        sizes = [edge_chunk] * (num_edges // edge_chunk)
+        if num_edges % edge_chunk > 0:
+            sizes.append(num_edges % edge_chunk)
+        return sizes
+
     def scatter_blocks(self, blocks: List[torch.Tensor], receivers: torch.Tensor, num_out: int,
                        plan: List[torch.Tensor]) -> torch.Tensor:
         """``scatter(torch.cat(blocks), ...)`` (``blocks``: consecutive edges)
@@ -90,11 +102,59 @@ class KernelAggregation(torch.nn.Module):
                 plan: List[torch.Tensor]) -> torch.Tensor:
         return torch.ops.kim_gnn.segment_sum(values, plan[0])
 
+    def block_sizes(self, receivers: torch.Tensor, plan: List[torch.Tensor], edge_chunk: int) -> List[int]:
+        """As ``AtenAggregation.block_sizes``, but every block ends where a
+        receiver's edges end (the edges are sorted by receiver; a block
+        ends at the first receiver boundary at or after each multiple of
+        ``edge_chunk``), so that ``scatter_blocks`` sums each receiver
+        within one block, in the kernel's own order."""
+        num_edges = int(receivers.shape[0])
+        if receivers.device.type != "cpu" or num_edges <= edge_chunk:
+            return [num_edges]
+        ptr = plan[0]
+        targets = torch.arange(edge_chunk, num_edges, edge_chunk, dtype=ptr.dtype, device=ptr.device)
+        ends = torch.unique_consecutive(ptr.index_select(0, torch.searchsorted(ptr, targets)))
+        ends = ends[(ends > 0) & (ends < num_edges)]
+        bounds: List[int] = ends.tolist()
+        sizes: List[int] = []
+        start = 0
+        for end in bounds + [num_edges]:
+            sizes.append(end - start)
+            start = end
+        return sizes
+
     def scatter_blocks(self, blocks: List[torch.Tensor], receivers: torch.Tensor, num_out: int,
                        plan: List[torch.Tensor]) -> torch.Tensor:
-        """``scatter(torch.cat(blocks), ...)`` (the kernel sums over the whole
-        receiver-sorted edge list)."""
-        return self.scatter(torch.cat(blocks) if len(blocks) > 1 else blocks[0], receivers, num_out, plan)
+        """``scatter(torch.cat(blocks), ...)`` without forming the
+        concatenation where every block ends at a receiver boundary (the
+        blocks of ``block_sizes``): each block's receivers summed by the
+        kernel into their own rows, the same sums in the same order. Blocks
+        split otherwise are summed as their concatenation."""
+        if len(blocks) == 1:
+            return self.scatter(blocks[0], receivers, num_out, plan)
+        ptr = plan[0]
+        ends: List[int] = []
+        end = 0
+        for block in blocks[:-1]:
+            end += int(block.shape[0])
+            ends.append(end)
+        rows: List[int] = torch.searchsorted(ptr, torch.tensor(ends, dtype=ptr.dtype, device=ptr.device)).tolist()
+        aligned = True
+        for i in range(len(ends)):
+            if rows[i] > num_out or int(ptr[rows[i]]) != ends[i]:
+                aligned = False
+        if not aligned:
+            return self.scatter(torch.cat(blocks), receivers, num_out, plan)
+        rows.append(num_out)
+        sums: List[torch.Tensor] = []
+        start = 0
+        row = 0
+        for i in range(len(blocks)):
+            local = ptr.narrow(0, row, rows[i] - row + 1) - start
+            sums.append(torch.ops.kim_gnn.segment_sum(blocks[i], local))
+            start += int(blocks[i].shape[0])
+            row = rows[i]
+        return torch.cat(sums)
 
 
 def make_aggregation(kernels: str) -> torch.nn.Module:

@@ -328,3 +328,53 @@ def test_cuda_tests_are_deselected_by_their_marker_not_skipped():
         names = {m.name for m in test.pytestmark}
         assert "cuda" in names and "skipif" not in names and "skip" not in names, (test.__name__, names)
     assert os.path.isfile(kernels.library_path())
+
+
+class _KernelBlocks(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        from kim_gnn.runtime.aggregation import KernelAggregation
+
+        self.aggregation = KernelAggregation()
+
+    def forward(self, values: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor, num_in: int,
+                num_out: int, edge_chunk: int):
+        route = self.aggregation.plan(senders, receivers, num_in, num_out)
+        sizes = self.aggregation.block_sizes(receivers, route, edge_chunk)
+        blocks = list(torch.split(values, sizes))
+        return sizes, route[0], self.aggregation.scatter_blocks(blocks, receivers, num_out, route)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("edge_chunk", [1, 5, 7, 1000])
+def test_kernel_blocks_end_at_receivers_and_sum_as_one_segment_sum(dtype, edge_chunk):
+    """``KernelAggregation.block_sizes`` ends every block at a receiver
+    boundary of the receiver-sorted edges, and ``scatter_blocks`` of those
+    blocks gives the bits and the gradients of one ``segment_sum`` of all
+    edges (each receiver summed within one block, in the kernel's order),
+    empty receivers (in the middle and at the end) included; blocks split
+    elsewhere are summed as their concatenation."""
+    module = torch.jit.script(_KernelBlocks())
+    receivers = torch.sort(random_graph(60, 9, seed=3, empty_row=4)).values
+    receivers[receivers == 8] = 7  # the last receiver has no edge
+    senders = random_graph(60, 11, seed=4)
+    values = torch.randn(60, 3, 2, dtype=dtype, generator=torch.Generator().manual_seed(5))
+    leaf = values.clone().requires_grad_(True)
+    sizes, ptr, out = module(leaf, senders, receivers, 11, 9, edge_chunk)
+    assert sum(sizes) == 60 and all(s > 0 for s in sizes)
+    ends = torch.cumsum(torch.tensor(sizes), 0)
+    assert all(int(e) in ptr.tolist() for e in ends), (sizes, ptr)
+    if edge_chunk < 60:
+        assert len(sizes) > 1
+    weights = torch.arange(out.numel(), dtype=dtype).view(out.shape)
+    (out * weights).sum().backward()
+    whole_leaf = values.clone().requires_grad_(True)
+    whole = ops.segment_sum(whole_leaf, ptr)
+    (whole * weights).sum().backward()
+    assert out.shape == (9, 3, 2) and torch.equal(out, whole) and torch.equal(leaf.grad, whole_leaf.grad)
+    # blocks that do not end at receivers: the concatenation's sum
+    from kim_gnn.runtime.aggregation import KernelAggregation
+
+    route = KernelAggregation().plan(senders, receivers, 11, 9)
+    odd = KernelAggregation().scatter_blocks(list(torch.split(values, [7, 53])), receivers, 9, route)
+    assert torch.equal(odd, ops.segment_sum(values, ptr))

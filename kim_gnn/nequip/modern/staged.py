@@ -35,7 +35,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ...runtime import AtenAggregation, StagePlan, StagedRuntime
-from ..graph_stages import ATOMIC_ENERGY, ReceiverConvLayer, StagedGraphNetwork
+from ..graph_stages import ATOMIC_ENERGY, ReceiverConvLayer, StagedGraphNetwork, edge_blocks
 
 
 class ReceiverLayer(ReceiverConvLayer):
@@ -48,7 +48,7 @@ class ReceiverLayer(ReceiverConvLayer):
         sc = sc(x, node_attrs)                          # receivers only
         h = avg_num_neighbors_norm(linear_1(x))         # every sender (per-type norm)
         m = scatter_sum(tp(h[sender], edge_attrs, edge_mlp(edge_embedding)), receiver)
-          # (edge_mlp and tp per block of edges on the CPU: ReceiverConvLayer.edge_blocks)
+          # (edge_mlp and tp per block of edges on the CPU: ReceiverConvLayer.block_sizes)
         y = nonlin(linear_2(m) + sc) (+ x if resnet)    # receivers only
 
     The gather and the scatter sum are ``aggregation``'s
@@ -74,9 +74,10 @@ class ReceiverLayer(ReceiverConvLayer):
         h = self.norm(normed)["node_features"]
         edge_index = data["edge_index"]
         # per block of edges (edge_blocks: on the CPU, to keep e3nn's temporaries small)
-        gathered = self.edge_blocks(self.aggregation.gather(h, edge_index[1], route))
-        attrs = self.edge_blocks(data["edge_attrs"])
-        embedding = self.edge_blocks(data["edge_embedding"])
+        sizes = self.block_sizes(edge_index[0], route)
+        gathered = edge_blocks(self.aggregation.gather(h, edge_index[1], route), sizes)
+        attrs = edge_blocks(data["edge_attrs"], sizes)
+        embedding = edge_blocks(data["edge_embedding"], sizes)
         blocks: List[torch.Tensor] = []
         for i in range(len(gathered)):
             blocks.append(self.tp(gathered[i], attrs[i], self.edge_mlp(embedding[i])))

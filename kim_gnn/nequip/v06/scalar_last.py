@@ -181,9 +181,10 @@ class ScalarOnlyLastLayer(torch.nn.Module):
         # Per block of edges on the CPU (graph_stages.edge_blocks): the radial
         # network, its last linear layer on the weights of the scalar paths
         # only, and the paths.
-        gathered = edge_blocks(self.aggregation.gather(h, edge_src, route), self.edge_chunk)
-        edge_attrs = edge_blocks(data["edge_attrs"], self.edge_chunk)
-        embedding = edge_blocks(data["edge_embedding"], self.edge_chunk)
+        sizes = self.aggregation.block_sizes(edge_dst, route, self.edge_chunk)
+        gathered = edge_blocks(self.aggregation.gather(h, edge_src, route), sizes)
+        edge_attrs = edge_blocks(data["edge_attrs"], sizes)
+        embedding = edge_blocks(data["edge_embedding"], sizes)
         blocks: List[torch.Tensor] = []
         for i in range(len(gathered)):
             z = embedding[i]

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ...runtime import StagePlan, StagedRuntime
-from ..graph_stages import ReceiverConvLayer, StagedGraphNetwork
+from ..graph_stages import ReceiverConvLayer, StagedGraphNetwork, edge_blocks
 
 
 class ReceiverLayer(ReceiverConvLayer):
@@ -40,7 +40,7 @@ class ReceiverLayer(ReceiverConvLayer):
         m = scatter_sum(tp(linear_1(x)[sender], edge_attrs, fc(edge_embedding)) / sqrt(avg_num_neighbors), receiver)
         y = gate(linear_2(m) + sc) (+ x if resnet)
 
-    (fc and tp per block of edges on the CPU: ``ReceiverConvLayer.edge_blocks``.)
+    (fc and tp per block of edges on the CPU: ``ReceiverConvLayer.block_sizes``.)
     Only ``linear_1`` (and the edge work) needs the senders. The gather and
     the scatter sum are ``aggregation``'s (``kim_gnn/runtime/aggregation.py``:
     aten, or the kim_gnn kernels on receiver-sorted edges), along the
@@ -69,9 +69,10 @@ class ReceiverLayer(ReceiverConvLayer):
         sc = self.self_connection(x_out, data["node_attrs"][:num_out])
         h = self.linear_1(x)
         # per block of edges (edge_blocks: on the CPU, to keep e3nn's temporaries small)
-        gathered = self.edge_blocks(self.aggregation.gather(h, edge_src, route))
-        attrs = self.edge_blocks(data["edge_attrs"])
-        embedding = self.edge_blocks(data["edge_embedding"])
+        sizes = self.block_sizes(edge_dst, route)
+        gathered = edge_blocks(self.aggregation.gather(h, edge_src, route), sizes)
+        attrs = edge_blocks(data["edge_attrs"], sizes)
+        embedding = edge_blocks(data["edge_embedding"], sizes)
         blocks: List[torch.Tensor] = []
         for i in range(len(gathered)):
             edge_features = self.tp(gathered[i], attrs[i], self.fc(embedding[i]))
