@@ -20,6 +20,7 @@ gives each scripted part of a module tree a compilation unit of its own
 from __future__ import annotations
 
 import io
+import zipfile
 
 import torch
 
@@ -51,6 +52,15 @@ def count_whole_dimension_slices(model: torch.nn.Module) -> int:
     modules in ``model`` hold (a shared type's counted once per instance)."""
     return sum(1 for graph in _method_graphs(model) for node in graph.findAllNodes("aten::slice")
                if _is_whole_dimension_slice(node))
+
+
+def count_saved_code_slices(path: str) -> int:
+    """How many whole-dimension slices (``, 0, SLICE_TO_END)``) the Python
+    code of a saved TorchScript archive holds: the check, on the file a
+    user gets, that a conversion dropped them."""
+    with zipfile.ZipFile(path) as archive:
+        return sum(archive.read(name).decode().count(f", 0, {SLICE_TO_END})")
+                   for name in archive.namelist() if name.endswith(".py"))
 
 
 def drop_whole_dimension_slices(model: torch.nn.Module) -> int:

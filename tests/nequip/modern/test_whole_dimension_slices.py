@@ -4,14 +4,12 @@ eager models) holds fewer of TorchScript's whole-dimension slices
 with the same numbers as the conversion without their removal; the user's
 model keeps its own."""
 
-import zipfile
-
 import pytest
 import torch
 
 from kim_gnn.nequip.modern import convert as modern_convert
 from kim_gnn.nequip.modern.load import is_modern_version, nequip_version
-from kim_gnn.torchscript_graphs import SLICE_TO_END, count_whole_dimension_slices, private_scripted_copies
+from kim_gnn.torchscript_graphs import count_saved_code_slices, count_whole_dimension_slices, private_scripted_copies
 from kim_gnn.verification.structures import battery
 
 pytestmark = pytest.mark.skipif(
@@ -20,12 +18,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 MODEL = dict(species=("Si",), num_layers=3, l_max=2, model_dtype="float64", seed=7)
-
-
-def _saved_code_slices(path) -> int:
-    with zipfile.ZipFile(path) as archive:
-        return sum(archive.read(name).decode().count(f", 0, {SLICE_TO_END})")
-                   for name in archive.namelist() if name.endswith(".py"))
 
 
 @pytest.mark.parametrize("form", ["compiled file", "in-memory compiled", "eager"])
@@ -42,7 +34,7 @@ def test_whole_dimension_slices_are_dropped_with_the_same_numbers(modern_models,
     with monkeypatch.context() as patch:
         patch.setattr(modern_convert, "without_whole_dimension_slices", private_scripted_copies)
         modern_convert.convert_nequip_modern(source).save(str(kept))
-    assert _saved_code_slices(kept) > 0 and _saved_code_slices(dropped) == 0
+    assert count_saved_code_slices(kept) > 0 and count_saved_code_slices(dropped) == 0
     assert count_whole_dimension_slices(torch.jit.load(str(dropped))) < count_whole_dimension_slices(
         torch.jit.load(str(kept)))
     staged_runs.assert_same_results(dropped, kept, battery(("Si",), 3.5)[:1], 1e-12)

@@ -3,20 +3,12 @@ whole-dimension slices (``kim_gnn.torchscript_graphs``) than the deployed
 model, in its saved code too, with the same numbers as the conversion
 without their removal."""
 
-import zipfile
-
 import torch
 
 from kim_gnn.nequip import convert_nequip
 from kim_gnn.nequip.v06 import convert as nequip_convert
-from kim_gnn.torchscript_graphs import SLICE_TO_END, count_whole_dimension_slices, private_scripted_copies
+from kim_gnn.torchscript_graphs import count_saved_code_slices, count_whole_dimension_slices, private_scripted_copies
 from kim_gnn.verification.structures import battery
-
-
-def _saved_code_slices(path) -> int:
-    with zipfile.ZipFile(path) as archive:
-        return sum(archive.read(name).decode().count(f", 0, {SLICE_TO_END})")
-                   for name in archive.namelist() if name.endswith(".py"))
 
 
 def test_whole_dimension_slices_are_dropped_with_the_same_numbers(nequip_models, staged_runs, tmp_path, monkeypatch):
@@ -28,7 +20,7 @@ def test_whole_dimension_slices_are_dropped_with_the_same_numbers(nequip_models,
     with monkeypatch.context() as patch:
         patch.setattr(nequip_convert, "without_whole_dimension_slices", private_scripted_copies)
         convert_nequip(deployed).save(str(kept))
-    assert _saved_code_slices(kept) > 0 and _saved_code_slices(dropped) == 0
+    assert count_saved_code_slices(kept) > 0 and count_saved_code_slices(dropped) == 0
     assert count_whole_dimension_slices(torch.jit.load(str(dropped))) < count_whole_dimension_slices(
         torch.jit.load(str(kept)))
     staged_runs.assert_same_results(dropped, kept, battery(("Si",), 3.5)[:1], 1e-12)
