@@ -25,6 +25,14 @@ from typing import List
 import torch
 
 
+def _one_block(receivers: torch.Tensor, edge_chunk: int) -> bool:
+    """Whether a layer computes all its edges' messages in one block (both
+    aggregations' ``block_sizes``): off the CPU (a GPU's caching allocator
+    has no mmap cost, and each block launches every kernel again), or for
+    at most ``edge_chunk`` edges."""
+    return receivers.device.type != "cpu" or int(receivers.shape[0]) <= edge_chunk
+
+
 class AtenAggregation(torch.nn.Module):
     needs_sorted_edges: bool
 
@@ -49,7 +57,7 @@ class AtenAggregation(torch.nn.Module):
         messages on (``scatter_blocks`` sums them): ``edge_chunk`` edges each
         on the CPU, one block elsewhere or for at most ``edge_chunk`` edges."""
         num_edges = int(receivers.shape[0])
-        if receivers.device.type != "cpu" or num_edges <= edge_chunk:
+        if _one_block(receivers, edge_chunk):
             return [num_edges]
         sizes = [edge_chunk] * (num_edges // edge_chunk)
         if num_edges % edge_chunk > 0:
@@ -109,7 +117,7 @@ class KernelAggregation(torch.nn.Module):
         ``edge_chunk``), so that ``scatter_blocks`` sums each receiver
         within one block, in the kernel's own order."""
         num_edges = int(receivers.shape[0])
-        if receivers.device.type != "cpu" or num_edges <= edge_chunk:
+        if _one_block(receivers, edge_chunk):
             return [num_edges]
         ptr = plan[0]
         targets = torch.arange(edge_chunk, num_edges, edge_chunk, dtype=ptr.dtype, device=ptr.device)
